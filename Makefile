@@ -1,0 +1,50 @@
+# kubernaut-py. `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup controlplane demo test lint typecheck importlint unit integration crds bench faults clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) controlplane ## Create .venv with the package and tools; build or find kube-apiserver and etcd (idempotent)
+
+controlplane: $(STAMP) ## Build kube-apiserver and etcd once into ~/.cache/kubernaut (or use KUBEBUILDER_ASSETS)
+	$(BIN)/python -m kubernaut.devcluster.binaries
+
+demo: setup ## Run the whole system on the embedded local default (Ctrl-C stops it)
+	$(BIN)/kubernaut dev up
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP) ## mypy --strict on src/
+	$(BIN)/mypy src
+
+importlint: $(STAMP) ## Layer contracts (import-linter)
+	$(BIN)/lint-imports
+
+crds: $(STAMP) ## Regenerate config/crd/bases from the models
+	$(BIN)/python -m kubernaut.api.crdgen config/crd/bases
+
+unit: $(STAMP) ## Fast tests without I/O
+	$(BIN)/pytest tests/unit -q
+
+test: setup lint typecheck importlint ## Everything: lint, types, layers, then every test against real parts
+	$(BIN)/pytest -q
+
+bench: setup ## Benchmarks (prints a table, writes bench/results.json)
+	$(BIN)/python -m bench
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) .kubernaut .pytest_cache .mypy_cache .ruff_cache

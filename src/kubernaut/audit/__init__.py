@@ -1,0 +1,1 @@
+"""Audit trail adapters: the AuditSink port and its stores."""

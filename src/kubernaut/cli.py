@@ -1,0 +1,120 @@
+"""The `kubernaut` command line."""
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kubernaut.config import Settings, load_settings
+from kubernaut.errors import ConfigError, ControlPlaneError
+
+app = typer.Typer(
+    help="kubernaut: automated remediation for Kubernetes. The orchestrator decides whether a "
+    "RemediationRequest may run a workflow now; the executor runs it as a Tekton PipelineRun "
+    "whose name locks the target.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(help="The embedded local default: a real control plane on this machine.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+console = Console(stderr=True)
+
+ALL_CONTROLLERS = ("orchestrator", "executor", "notifier")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML settings file (execution, routing, timeouts, audit). Every key optional."),
+]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _controllers(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [name for name in names if name not in ALL_CONTROLLERS]
+    if unknown:
+        _fail(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(ALL_CONTROLLERS)}")
+    return names
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kopf", "httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@dev_app.command("up")
+def dev_up(
+    config: ConfigOption = None,
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the control plane keeps its data, kubeconfig and endpoints.json.")] = Path(".kubernaut/dev"),
+    no_controllers: Annotated[bool, typer.Option("--no-controllers", help="Start only the control plane (and the Tekton stand-in).")] = False,
+    no_tekton_standin: Annotated[bool, typer.Option("--no-tekton-standin", help="Do not run the Tekton stand-in; PipelineRuns then stay unstarted.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
+) -> None:
+    """Run the whole system locally: etcd + kube-apiserver, CRDs, the sample catalog, the
+    Tekton stand-in and all controllers, with a SQLite audit store under the state dir.
+    Runs until Ctrl-C (SIGINT) or SIGTERM, then stops everything."""
+    settings = _settings(config)
+    _setup_logging(verbose)
+    from kubernaut.controllers.devup import run_dev_up
+
+    try:
+        asyncio.run(
+            run_dev_up(
+                settings,
+                state_dir=state_dir.resolve(),
+                controllers=() if no_controllers else ALL_CONTROLLERS,
+                tekton_standin=not no_tekton_standin,
+                announce=lambda text: console.print(text),
+            )
+        )
+    except ControlPlaneError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("run")
+def run(
+    config: ConfigOption = None,
+    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Kubeconfig file; else $KUBECONFIG, ~/.kube/config or in-cluster.")] = None,
+    controllers: Annotated[str, typer.Option("--controllers", help="Comma-separated subset of orchestrator,executor,notifier.")] = ",".join(ALL_CONTROLLERS),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
+) -> None:
+    """Run the controllers against an existing cluster (production mode)."""
+    settings = _settings(config)
+    names = _controllers(controllers)
+    _setup_logging(verbose)
+    from kubernaut.controllers.manager import run_manager
+
+    try:
+        asyncio.run(run_manager(settings, kubeconfig=kubeconfig, controllers=names))
+    except ConfigError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+def install_signal_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

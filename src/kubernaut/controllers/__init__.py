@@ -1,0 +1,1 @@
+"""kopf-driven controllers: thin adapters that read objects, call the domain, perform the I/O."""

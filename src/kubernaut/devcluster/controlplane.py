@@ -1,0 +1,231 @@
+"""A real local control plane: etcd and kube-apiserver on free loopback ports.
+
+Like controller-runtime's envtest there is no kubelet or controller-manager: objects are stored
+and served, admission and RBAC are real, nothing schedules pods.
+"""
+
+import base64
+import contextlib
+import ctypes
+import json
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import yaml
+
+from kubernaut.devcluster.binaries import ControlPlaneBinaries, ensure_binaries
+from kubernaut.devcluster.certs import CertPaths, generate_pki
+from kubernaut.errors import ControlPlaneError
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills it if our process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log_file.close()
+
+
+@dataclass
+class ControlPlane:
+    """Start with `start()` (or as a context manager); `kubeconfig` is then ready to use."""
+
+    state_dir: Path
+    binaries: ControlPlaneBinaries | None = None
+    extra_apiserver_args: list[str] = field(default_factory=list)
+    fsync: bool = False
+    api_port: int = 0
+    etcd_port: int = 0
+    pki: CertPaths | None = None
+    _procs: list[_Process] = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def start(self, timeout: float = 60.0) -> Self:
+        started = time.monotonic()
+        binaries = self.binaries or ensure_binaries()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pki = generate_pki(self.state_dir / "pki")
+        try:
+            self._start_etcd(binaries, timeout)
+            self._start_apiserver(binaries, timeout)
+            self._write_kubeconfig()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Control plane ready at %s in %.1fs", self.url, time.monotonic() - started)
+        return self
+
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        log_file = (self.state_dir / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        proc = _Process(name, popen, log_file)
+        self._procs.append(proc)
+        return proc
+
+    def _start_etcd(self, binaries: ControlPlaneBinaries, timeout: float) -> None:
+        self.etcd_port, peer_port = free_port(), free_port()
+        data_dir = self.state_dir / "etcd"
+        argv = [
+            str(binaries.etcd),
+            "--name=kubernaut-dev",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls=http://127.0.0.1:{self.etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{self.etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=kubernaut-dev=http://127.0.0.1:{peer_port}",
+            "--log-level=warn",
+        ]
+        if not self.fsync:
+            argv.append("--unsafe-no-fsync")
+        proc = self._spawn("etcd", argv)
+        self._wait(proc, lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), timeout)
+
+    def _start_apiserver(self, binaries: ControlPlaneBinaries, timeout: float) -> None:
+        assert self.pki is not None
+        self.api_port = free_port()
+        pki = self.pki
+        argv = [
+            str(binaries.kube_apiserver),
+            "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--cert-dir={self.state_dir / 'pki'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            *self.extra_apiserver_args,
+        ]
+        proc = self._spawn("kube-apiserver", argv)
+        self._wait(proc, self._api_ready, timeout)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        return ctx
+
+    def _api_ready(self) -> bool:
+        return _http_ok(f"{self.url}/readyz", self._ssl_context())
+
+    def _wait(self, proc: _Process, ready: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                tail = (self.state_dir / f"{proc.name}.log").read_text(errors="replace")[-3000:]
+                raise ControlPlaneError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"{proc.name} was not ready within {timeout:.0f}s; see {self.state_dir}")
+
+    def _write_kubeconfig(self) -> None:
+        assert self.pki is not None
+        self.kubeconfig.write_text(yaml.safe_dump(self.kubeconfig_dict(
+            "kubernaut-admin", self.pki.admin_cert.read_bytes(), self.pki.admin_key.read_bytes()
+        )))
+        self.kubeconfig.chmod(0o600)
+
+    def kubeconfig_dict(self, user: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+        """A kubeconfig for this API server authenticating with a client certificate."""
+        assert self.pki is not None
+        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kubernaut-dev", "cluster": {
+                "server": self.url, "certificate-authority-data": b64(self.pki.ca_cert.read_bytes())}}],
+            "users": [{"name": user, "user": {
+                "client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
+            "contexts": [{"name": "kubernaut-dev", "context": {"cluster": "kubernaut-dev", "user": user}}],
+            "current-context": "kubernaut-dev",
+        }
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.stop()
+        self._procs.clear()
+
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop and start kube-apiserver on the same port (fault tests)."""
+        binaries = self.binaries or ensure_binaries()
+        api = next(p for p in self._procs if p.name == "kube-apiserver")
+        api.stop()
+        self._procs.remove(api)
+        time.sleep(down_for)
+        self._start_apiserver(binaries, 60.0)
+        self._write_kubeconfig()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object | TracebackType | None) -> None:
+        self.stop()
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def write_endpoints(state_dir: Path, endpoints: dict[str, str]) -> Path:
+    path = state_dir / "endpoints.json"
+    path.write_text(json.dumps(endpoints, indent=2) + "\n")
+    return path

@@ -1,0 +1,109 @@
+"""Creating API clients and installing CRDs."""
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient, KubeConfig
+from lightkube.types import PatchType
+from lightkube.codecs import load_all_yaml
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+
+FIELD_MANAGER = "kubernaut"
+
+
+def make_client(kubeconfig: Path | None = None, *, timeout: float = 30.0) -> AsyncClient:
+    """An async client for the given kubeconfig, or the usual kubeconfig / in-cluster resolution."""
+    config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
+    return AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+
+
+def load_manifests(paths: list[Path]) -> list[Any]:
+    objects: list[Any] = []
+    for path in paths:
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        for file in files:
+            with file.open() as handle:
+                objects.extend(load_all_yaml(handle))
+    return objects
+
+
+async def apply_objects(client: AsyncClient, objects: list[Any]) -> None:
+    """Server-side apply, so that re-running is idempotent."""
+    for obj in objects:
+        await client.apply(obj, force=True)
+
+
+async def install_crds(client: AsyncClient, paths: list[Path], timeout: float = 30.0) -> list[str]:
+    """Apply CRD manifests and wait until each is Established and served."""
+    crds = [obj for obj in load_manifests(paths) if isinstance(obj, CustomResourceDefinition)]
+    await apply_objects(client, crds)
+    names = [crd.metadata.name for crd in crds]
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            crd = await client.get(CustomResourceDefinition, name)
+            conditions = (crd.status.conditions if crd.status else None) or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions) and await _serves(
+                client, crd
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} not established within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+    return names
+
+
+async def _serves(client: AsyncClient, crd: CustomResourceDefinition) -> bool:
+    """True once the new kind answers a LIST (its storage initialises after Established)."""
+    spec = crd.spec
+    version = next(v.name for v in spec.versions if v.storage)
+    factory = create_namespaced_resource if spec.scope == "Namespaced" else create_global_resource
+    resource = factory(spec.group, version, spec.names.kind, spec.names.plural)
+    try:
+        if spec.scope == "Namespaced":
+            await client.get(resource, "kubernaut-probe", namespace="default")
+        else:
+            await client.get(resource, "kubernaut-probe")
+    except ApiError as exc:
+        return exc.status.code == 404
+    return True
+
+
+def is_status(error: ApiError, *codes: int) -> bool:
+    return error.status.code in codes
+
+
+async def patch_status(
+    client: AsyncClient,
+    resource: Any,
+    name: str,
+    namespace: str | None,
+    status: dict[str, Any],
+    *,
+    resource_version: str | None = None,
+) -> Any:
+    """JSON merge patch of the status subresource; with `resource_version` it is a precondition
+    (409 Conflict if the object changed since it was read)."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return await client.patch(resource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+
+
+async def patch_object(
+    client: AsyncClient,
+    resource: Any,
+    name: str,
+    namespace: str | None,
+    patch: dict[str, Any],
+    *,
+    resource_version: str | None = None,
+) -> Any:
+    """JSON merge patch of the main resource (metadata, spec)."""
+    if resource_version:
+        patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version}}
+    return await client.patch(resource, name, patch, namespace=namespace, patch_type=PatchType.MERGE)

@@ -1,0 +1,236 @@
+"""Controller plumbing on top of kopf's watches: an informer cache and a keyed work queue.
+
+kopf delivers every watch event (`@kopf.on.event`, no state kept on the objects); the cache keeps
+the latest body per object with secondary indexes, and each controller reconciles keys from its
+own queue with controller-runtime semantics: one worker per key at a time, coalesced triggers,
+`requeue after`, and per-key exponential back-off on errors.
+"""
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+IndexFn = Callable[[Body], Iterable[str]]
+
+
+def object_key(body: Body) -> str:
+    meta = body.get("metadata", {})
+    namespace = meta.get("namespace") or ""
+    return f"{namespace}/{meta.get('name', '')}" if namespace else str(meta.get("name", ""))
+
+
+def split_key(key: str) -> tuple[str, str]:
+    namespace, _, name = key.rpartition("/")
+    return namespace, name
+
+
+class Cache:
+    """Latest known body of every object of one kind, with exact-match secondary indexes."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, Body] = {}
+        self._index_fns: dict[str, IndexFn] = {}
+        self._indexes: dict[str, dict[str, set[str]]] = {}
+        self._index_values: dict[str, dict[str, list[str]]] = {}
+        self.synced = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        if name in self._index_fns:
+            return
+        self._index_fns[name] = fn
+        self._indexes[name] = defaultdict(set)
+        self._index_values[name] = {}
+        for key, body in self._objects.items():
+            self._index_one(name, key, body)
+
+    def _index_one(self, name: str, key: str, body: Body) -> None:
+        values = list(self._index_fns[name](body))
+        self._index_values[name][key] = values
+        for value in values:
+            self._indexes[name][value].add(key)
+
+    def upsert(self, body: Body) -> tuple[Body | None, bool]:
+        """Store a body unless the cache holds a newer one; returns (previous body, applied)."""
+        key = object_key(body)
+        old = self._objects.get(key)
+        if old is not None and _older(body, old):
+            return old, False
+        self._unindex(key)
+        self._objects[key] = body
+        for name in self._index_fns:
+            self._index_one(name, key, body)
+        return old, True
+
+    def delete(self, body: Body) -> Body | None:
+        key = object_key(body)
+        self._unindex(key)
+        return self._objects.pop(key, None)
+
+    def _unindex(self, key: str) -> None:
+        for name in self._index_fns:
+            for value in self._index_values[name].pop(key, []):
+                keys = self._indexes[name].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._indexes[name][value]
+
+    def get(self, key: str) -> Body | None:
+        return self._objects.get(key)
+
+    def by_index(self, index: str, value: str) -> list[Body]:
+        return [self._objects[key] for key in sorted(self._indexes[index].get(value, ()))]
+
+    def keys_by_index(self, index: str, value: str) -> list[str]:
+        return sorted(self._indexes[index].get(value, ()))
+
+    def all(self) -> list[Body]:
+        return list(self._objects.values())
+
+
+def _older(new: Body, old: Body) -> bool:
+    try:
+        return int(new["metadata"]["resourceVersion"]) < int(old["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a reconcile wants next: nothing, or another pass after `requeue_after` seconds."""
+
+    requeue_after: float | None = None
+
+    @classmethod
+    def done(cls) -> "Result":
+        return cls(None)
+
+    @classmethod
+    def after(cls, seconds: float) -> "Result":
+        return cls(max(0.0, seconds))
+
+
+Reconciler = Callable[[str], Awaitable[Result]]
+
+
+@dataclass
+class WorkQueue:
+    """A keyed, delaying, de-duplicating queue (client-go's workqueue, for asyncio)."""
+
+    name: str
+    _ready: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _queued: set[str] = field(default_factory=set)
+    _processing: set[str] = field(default_factory=set)
+    _dirty: set[str] = field(default_factory=set)
+    _delayed: list[tuple[float, int, str]] = field(default_factory=list)
+    _counter: Iterable[int] = field(default_factory=itertools.count)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, key: str) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: str, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._counter), key))  # type: ignore[call-overload]
+        self._wakeup.set()
+
+    async def get(self) -> str:
+        key = await self._ready.get()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._delayed)
+
+    async def run_timer(self) -> None:
+        """Moves delayed keys to the ready queue when due."""
+        while True:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, key = heapq.heappop(self._delayed)
+                self.add(key)
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+
+@dataclass
+class Controller:
+    """Reconciles keys from its queue with `workers` concurrent workers."""
+
+    name: str
+    reconcile: Reconciler
+    workers: int = 4
+    queue: WorkQueue = field(init=False)
+    _failures: dict[str, int] = field(default_factory=dict)
+    base_delay: float = 0.05
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(self.name)
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self.queue.run_timer(), name=f"{self.name}-timer")]
+        tasks += [
+            asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}") for i in range(self.workers)
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                result = await self.reconcile(key)
+            except asyncio.CancelledError:
+                self.queue.done(key)
+                raise
+            except Exception as exc:  # a failed pass is retried with back-off, never fatal
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
+                log.warning("Reconcile of %s %s failed (retry in %.2fs): %s", self.name, key, delay, exc,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+                self.queue.done(key)
+                self.queue.add_after(key, delay)
+                continue
+            self._failures.pop(key, None)
+            self.queue.done(key)
+            if result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)

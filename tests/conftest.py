@@ -1,0 +1,50 @@
+"""Shared fixtures: one real control plane per test session, a fresh namespace per test."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
+
+from kubernaut.devcluster.controlplane import ControlPlane
+from kubernaut.kube.client import install_crds, make_client
+from kubernaut.paths import crd_paths
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver, started once for the whole session and always stopped."""
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: ControlPlane) -> Path:
+    return control_plane.kubeconfig
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
+    client = make_client(kubeconfig)
+    await install_crds(client, crd_paths())
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(kube: AsyncClient) -> AsyncIterator[str]:
+    """A fresh namespace for one test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await kube.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    if not os.environ.get("KUBERNAUT_KEEP_NAMESPACES"):
+        await kube.delete(Namespace, name)
