@@ -66,9 +66,17 @@ def _setup_logging(verbose: bool) -> None:
 @dev_app.command("up")
 def dev_up(
     config: ConfigOption = None,
-    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the control plane keeps its data, kubeconfig and endpoints.json.")] = Path(".kubernaut/dev"),
-    no_controllers: Annotated[bool, typer.Option("--no-controllers", help="Start only the control plane (and the Tekton stand-in).")] = False,
-    no_tekton_standin: Annotated[bool, typer.Option("--no-tekton-standin", help="Do not run the Tekton stand-in; PipelineRuns then stay unstarted.")] = False,
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="Where the control plane keeps its data, kubeconfig and endpoints.json."),
+    ] = Path(".kubernaut/dev"),
+    no_controllers: Annotated[
+        bool, typer.Option("--no-controllers", help="Start only the control plane (and the Tekton stand-in).")
+    ] = False,
+    no_tekton_standin: Annotated[
+        bool,
+        typer.Option("--no-tekton-standin", help="Do not run the Tekton stand-in; PipelineRuns then stay unstarted."),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
     """Run the whole system locally: etcd + kube-apiserver, CRDs, the sample catalog, the
@@ -97,8 +105,13 @@ def dev_up(
 @app.command("run")
 def run(
     config: ConfigOption = None,
-    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Kubeconfig file; else $KUBECONFIG, ~/.kube/config or in-cluster.")] = None,
-    controllers: Annotated[str, typer.Option("--controllers", help="Comma-separated subset of orchestrator,executor,notifier.")] = ",".join(ALL_CONTROLLERS),
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Kubeconfig file; else $KUBECONFIG, ~/.kube/config or in-cluster."),
+    ] = None,
+    controllers: Annotated[
+        str, typer.Option("--controllers", help="Comma-separated subset of orchestrator,executor,notifier.")
+    ] = ",".join(ALL_CONTROLLERS),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
     """Run the controllers against an existing cluster (production mode)."""

@@ -26,9 +26,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class ExecutionConfig(Section):
@@ -36,9 +34,7 @@ class ExecutionConfig(Section):
     service_account: str = Field(
         default="kubernaut-workflow-runner", min_length=1, description="ServiceAccount of workflow tasks."
     )
-    cooldown: Duration = Field(
-        default=timedelta(minutes=5), description="How long the lock is held after a run ends."
-    )
+    cooldown: Duration = Field(default=timedelta(minutes=5), description="How long the lock is held after a run ends.")
 
     @field_validator("cooldown")
     @classmethod

@@ -24,26 +24,45 @@ pytestmark = pytest.mark.integration
 
 def wfe_body(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "remediationRequestRef": {"apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
-                                  "name": "rr-1", "namespace": namespace},
-        "workflowRef": {"workflowId": "restart-pod", "version": "1.0.0",
-                        "containerImage": "kubernaut.local/standin/succeed:1tasks-1s"},
+        "remediationRequestRef": {
+            "apiVersion": "kubernaut.ai/v1alpha1",
+            "kind": "RemediationRequest",
+            "name": "rr-1",
+            "namespace": namespace,
+        },
+        "workflowRef": {
+            "workflowId": "restart-pod",
+            "version": "1.0.0",
+            "containerImage": "kubernaut.local/standin/succeed:1tasks-1s",
+        },
         "targetResource": f"{namespace}/Deployment/api",
     }
     spec.update(spec_overrides)
-    return {"apiVersion": "kubernaut.ai/v1alpha1", "kind": "WorkflowExecution",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "WorkflowExecution",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 async def test_every_crd_is_established_and_served(kube: AsyncClient, namespace: str) -> None:
     names = {crd.metadata.name async for crd in kube.list(CustomResourceDefinition)}
     assert {
-        "remediationrequests.kubernaut.ai", "workflowexecutions.kubernaut.ai",
-        "notificationrequests.kubernaut.ai", "remediationworkflows.kubernaut.ai",
-        "pipelineruns.tekton.dev", "taskruns.tekton.dev",
+        "remediationrequests.kubernaut.ai",
+        "workflowexecutions.kubernaut.ai",
+        "notificationrequests.kubernaut.ai",
+        "remediationworkflows.kubernaut.ai",
+        "pipelineruns.tekton.dev",
+        "taskruns.tekton.dev",
     } <= names
-    for resource in (RemediationRequestResource, WorkflowExecutionResource, NotificationRequestResource,
-                     PipelineRunResource, TaskRunResource):
+    for resource in (
+        RemediationRequestResource,
+        WorkflowExecutionResource,
+        NotificationRequestResource,
+        PipelineRunResource,
+        TaskRunResource,
+    ):
         assert [obj async for obj in kube.list(resource, namespace=namespace)] == []
     assert isinstance([obj async for obj in kube.list(RemediationWorkflowResource)], list)
 
@@ -64,12 +83,23 @@ async def test_api_server_rejects_skipped_phase(kube: AsyncClient, namespace: st
 
 async def test_api_server_rejects_failure_reason_outside_enum(kube: AsyncClient, namespace: str) -> None:
     await kube.create(WorkflowExecutionResource(wfe_body("wfe-bad", namespace)))
-    details = {"failedTaskIndex": 0, "failedTaskName": "", "reason": "RaceConditionError",
-               "message": "x", "failedAt": "2026-01-01T00:00:00Z", "executionTimeBeforeFailure": "",
-               "naturalLanguageSummary": "x"}
+    details = {
+        "failedTaskIndex": 0,
+        "failedTaskName": "",
+        "reason": "RaceConditionError",
+        "message": "x",
+        "failedAt": "2026-01-01T00:00:00Z",
+        "executionTimeBeforeFailure": "",
+        "naturalLanguageSummary": "x",
+    }
     with pytest.raises(ApiError) as err:
-        await patch_status(kube, WorkflowExecutionResource, "wfe-bad", namespace,
-                           {"phase": "Failed", "failureDetails": details})
+        await patch_status(
+            kube,
+            WorkflowExecutionResource,
+            "wfe-bad",
+            namespace,
+            {"phase": "Failed", "failureDetails": details},
+        )
     assert err.value.status.code == 422
     assert "failureDetails.reason" in err.value.status.message
 
@@ -85,8 +115,12 @@ async def test_api_server_rejects_missing_required_spec(kube: AsyncClient, names
 async def test_kubectl_prints_wfe_columns(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     await kube.create(WorkflowExecutionResource(wfe_body("wfe-cols", namespace)))
     await patch_status(kube, WorkflowExecutionResource, "wfe-cols", namespace, {"phase": "Running"})
-    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "wfe", "-n", namespace],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "wfe", "-n", namespace],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     header, row = out.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "WORKFLOWID", "TARGET", "DURATION", "AGE"]
     assert row.split()[:4] == ["wfe-cols", "Running", "restart-pod", f"{namespace}/Deployment/api"]
@@ -95,7 +129,9 @@ async def test_kubectl_prints_wfe_columns(kube: AsyncClient, kubeconfig: Path, n
 def test_kubectl_explain_shows_our_description(kubeconfig: Path, kube: AsyncClient) -> None:
     out = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "explain", "workflowexecution.spec.targetResource"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "It is the lock key" in out
     assert "namespace/kind/name" in out

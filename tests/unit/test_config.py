@@ -32,11 +32,13 @@ def test_every_documented_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [({"execution": {"cooldown": "banana"}}, "'execution.cooldown'"),
-     ({"execution": {"colldown": "5m"}}, "unknown configuration key 'execution.colldown'"),
-     ({"nonsense": 1}, "unknown configuration key 'nonsense'"),
-     ({"routing": {"backoffBase": "0s"}}, "'routing.backoffBase'"),
-     ({"audit": {"url": "mysql://x"}}, "'audit.url'")],
+    [
+        ({"execution": {"cooldown": "banana"}}, "'execution.cooldown'"),
+        ({"execution": {"colldown": "5m"}}, "unknown configuration key 'execution.colldown'"),
+        ({"nonsense": 1}, "unknown configuration key 'nonsense'"),
+        ({"routing": {"backoffBase": "0s"}}, "'routing.backoffBase'"),
+        ({"audit": {"url": "mysql://x"}}, "'audit.url'"),
+    ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

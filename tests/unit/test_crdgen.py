@@ -33,12 +33,22 @@ def test_schema_is_structural_and_described() -> None:
     reason = status["failureDetails"]["properties"]["reason"]
     assert "ExecutionRaceCondition" in reason["enum"]
     assert set(status["failureDetails"]["required"]) >= {
-        "failedTaskIndex", "failedTaskName", "reason", "message", "failedAt",
-        "executionTimeBeforeFailure", "naturalLanguageSummary",
+        "failedTaskIndex",
+        "failedTaskName",
+        "reason",
+        "message",
+        "failedAt",
+        "executionTimeBeforeFailure",
+        "naturalLanguageSummary",
     }
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Phase", "WorkflowID", "Target", "Duration", "Age"]
+        "Phase",
+        "WorkflowID",
+        "Target",
+        "Duration",
+        "Age",
+    ]
     assert crd["spec"]["names"]["shortNames"] == ["wfe"]
 
 

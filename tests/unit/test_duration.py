@@ -7,8 +7,20 @@ from kubernaut.domain.duration import format_go_duration, format_rfc3339, parse_
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (0.4, "0s"), (0.5, "1s"), (45, "45s"), (90, "1m30s"), (120, "2m0s"), (3600, "1h0m0s"),
-     (3723, "1h2m3s"), (3605, "1h0m5s"), (150, "2m30s"), (-90, "-1m30s"), (89.5, "1m30s")],
+    [
+        (0, "0s"),
+        (0.4, "0s"),
+        (0.5, "1s"),
+        (45, "45s"),
+        (90, "1m30s"),
+        (120, "2m0s"),
+        (3600, "1h0m0s"),
+        (3723, "1h2m3s"),
+        (3605, "1h0m5s"),
+        (150, "2m30s"),
+        (-90, "-1m30s"),
+        (89.5, "1m30s"),
+    ],
 )
 def test_format_go_duration(seconds: float, text: str) -> None:
     assert format_go_duration(timedelta(seconds=seconds)) == text

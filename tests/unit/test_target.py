@@ -6,8 +6,11 @@ from kubernaut.errors import InvalidTargetError
 
 @pytest.mark.parametrize(
     ("target", "lock"),
-    [("Node/worker-1", "wfe-94e99fa683de6e08"), ("default/Pod/test-pod", "wfe-47fb0c00c339abf8"),
-     ("default/deployment/test-app", "wfe-196200272a2c85fd")],
+    [
+        ("Node/worker-1", "wfe-94e99fa683de6e08"),
+        ("default/Pod/test-pod", "wfe-47fb0c00c339abf8"),
+        ("default/deployment/test-app", "wfe-196200272a2c85fd"),
+    ],
 )
 def test_lock_name_is_sha256_prefix(target: str, lock: str) -> None:
     assert build_lock_name(target) == lock
@@ -31,10 +34,17 @@ def test_target_label() -> None:
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("", "targetResource is required"), ("deployment", "got 1 parts"), ("a/b/c/d", "got 4 parts"),
-     ("/Deployment/x", "empty part at position 0"), ("ns//x", "empty part at position 1"),
-     ("ns/Deployment/", "empty part at position 2"), ("ns/Deployment/" + "a" * 300, "not a valid object name"),
-     ("Bad_NS/Deployment/x", "not a valid namespace"), ("ns/Deploy ment/x", "not a valid kind")],
+    [
+        ("", "targetResource is required"),
+        ("deployment", "got 1 parts"),
+        ("a/b/c/d", "got 4 parts"),
+        ("/Deployment/x", "empty part at position 0"),
+        ("ns//x", "empty part at position 1"),
+        ("ns/Deployment/", "empty part at position 2"),
+        ("ns/Deployment/" + "a" * 300, "not a valid object name"),
+        ("Bad_NS/Deployment/x", "not a valid namespace"),
+        ("ns/Deploy ment/x", "not a valid kind"),
+    ],
 )
 def test_invalid_targets(target: str, message: str) -> None:
     with pytest.raises(InvalidTargetError, match=message):

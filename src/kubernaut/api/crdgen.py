@@ -52,7 +52,7 @@ def build_openapi_schema(kind: type[CustomResource]) -> dict[str, Any]:
     """The structural openAPIV3Schema of one kind."""
     raw = kind.model_json_schema(by_alias=True, mode="serialization")
     defs = raw.get("$defs", {})
-    schema = _inline(raw, defs)
+    schema: dict[str, Any] = _inline(raw, defs)
     properties = schema["properties"]
     properties["apiVersion"] = {"type": "string", "description": "Versioned schema of this object."}
     properties["kind"] = {"type": "string", "description": "Kind of this object."}

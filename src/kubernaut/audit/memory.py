@@ -18,6 +18,7 @@ class MemoryAuditSink:
 
     def of_type(self, event_type: str, resource_id: str | None = None) -> list[AuditEvent]:
         return [
-            e for e in self.events.values()
+            e
+            for e in self.events.values()
             if e.event_type == event_type and (resource_id is None or e.resource_id == resource_id)
         ]

@@ -79,7 +79,7 @@ class Manager:
 
     def _register_watch(self, kind: Kind) -> None:
         async def on_event(event: kopf.RawEvent, **_: Any) -> None:
-            self.dispatch(kind.plural, event.get("type"), event["object"])
+            self.dispatch(kind.plural, event.get("type"), dict(event["object"]))
 
         kopf.on.event(kind.group, kind.version, kind.plural, registry=self.registry)(on_event)
 
@@ -126,8 +126,9 @@ class Manager:
         tasks = [asyncio.create_task(c.run(stop), name=f"controller-{c.name}") for c in self.controllers]
         tasks += [asyncio.create_task(t(stop)) for t in self._extra_tasks]
         try:
-            await asyncio.wait([operator, asyncio.ensure_future(kopf_ready.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [operator, asyncio.ensure_future(kopf_ready.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             if ready is not None:
                 ready.set()
             await stop.wait()

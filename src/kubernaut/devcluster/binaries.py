@@ -73,9 +73,7 @@ def _from_assets() -> ControlPlaneBinaries | None:
         return None
     found = ControlPlaneBinaries(Path(assets) / "kube-apiserver", Path(assets) / "etcd")
     if not (found.kube_apiserver.is_file() and found.etcd.is_file()):
-        raise ControlPlaneError(
-            f"KUBEBUILDER_ASSETS={assets} does not contain both kube-apiserver and etcd"
-        )
+        raise ControlPlaneError(f"KUBEBUILDER_ASSETS={assets} does not contain both kube-apiserver and etcd")
     return found
 
 
@@ -114,8 +112,7 @@ def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBina
             say(f"controlplane: {component.binary} {pinned_version(component)} already built at {out}")
             continue
         say(
-            f"controlplane: building {component.binary} {pinned_version(component)} "
-            f"(first time only, a few minutes)..."
+            f"controlplane: building {component.binary} {pinned_version(component)} (first time only, a few minutes)..."
         )
         started = time.monotonic()
         tmp = out.with_suffix(".partial")

@@ -61,9 +61,15 @@ def _cert(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -77,13 +83,17 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def write_cert_and_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> None:
+def write_cert_and_key(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path
+) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
 
 
-def issue_serving_cert(ca_cert_path: Path, ca_key_path: Path, hosts: list[str], cert_path: Path, key_path: Path) -> None:
+def issue_serving_cert(
+    ca_cert_path: Path, ca_key_path: Path, hosts: list[str], cert_path: Path, key_path: Path
+) -> None:
     """A TLS serving certificate for `hosts` (names or IPs), signed by the given CA."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
@@ -130,10 +140,15 @@ def generate_pki(directory: Path) -> CertPaths:
     ca_name = _name("kubernaut-dev-ca")
     write_cert_and_key(_cert(ca_name, ca_key, ca_name, ca_key, ca=True), ca_key, paths.ca_cert, paths.ca_key)
     issue_serving_cert(
-        paths.ca_cert, paths.ca_key, ["localhost", "127.0.0.1", "::1", "kubernetes.default"],
-        paths.serving_cert, paths.serving_key,
+        paths.ca_cert,
+        paths.ca_key,
+        ["localhost", "127.0.0.1", "::1", "kubernetes.default"],
+        paths.serving_cert,
+        paths.serving_key,
     )
-    issue_client_cert(paths.ca_cert, paths.ca_key, "kubernaut-admin", ["system:masters"], paths.admin_cert, paths.admin_key)
+    issue_client_cert(
+        paths.ca_cert, paths.ca_key, "kubernaut-admin", ["system:masters"], paths.admin_cert, paths.admin_key
+    )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     paths.sa_key.write_bytes(_pem_key(sa_key))
     paths.sa_key.chmod(0o600)

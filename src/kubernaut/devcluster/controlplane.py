@@ -101,7 +101,10 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> _Process:
         log_file = (self.state_dir / f"{name}.log").open("ab")
         popen = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
         proc = _Process(name, popen, log_file)
@@ -175,22 +178,36 @@ class ControlPlane:
 
     def _write_kubeconfig(self) -> None:
         assert self.pki is not None
-        self.kubeconfig.write_text(yaml.safe_dump(self.kubeconfig_dict(
-            "kubernaut-admin", self.pki.admin_cert.read_bytes(), self.pki.admin_key.read_bytes()
-        )))
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                self.kubeconfig_dict(
+                    "kubernaut-admin", self.pki.admin_cert.read_bytes(), self.pki.admin_key.read_bytes()
+                )
+            )
+        )
         self.kubeconfig.chmod(0o600)
 
     def kubeconfig_dict(self, user: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
         """A kubeconfig for this API server authenticating with a client certificate."""
         assert self.pki is not None
-        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kubernaut-dev", "cluster": {
-                "server": self.url, "certificate-authority-data": b64(self.pki.ca_cert.read_bytes())}}],
-            "users": [{"name": user, "user": {
-                "client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
+            "clusters": [
+                {
+                    "name": "kubernaut-dev",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": _b64(self.pki.ca_cert.read_bytes()),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)},
+                }
+            ],
             "contexts": [{"name": "kubernaut-dev", "context": {"cluster": "kubernaut-dev", "user": user}}],
             "current-context": "kubernaut-dev",
         }
@@ -215,6 +232,10 @@ class ControlPlane:
 
     def __exit__(self, *exc: object | TracebackType | None) -> None:
         self.stop()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

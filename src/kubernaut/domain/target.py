@@ -34,14 +34,10 @@ def parse_target(target: str) -> Target:
         raise InvalidTargetError("targetResource is required")
     parts = target.split("/")
     if len(parts) < 2 or len(parts) > 3:
-        raise InvalidTargetError(
-            f"targetResource must have the format {TARGET_FORMAT}, got {len(parts)} parts"
-        )
+        raise InvalidTargetError(f"targetResource must have the format {TARGET_FORMAT}, got {len(parts)} parts")
     for index, part in enumerate(parts):
         if not part:
-            raise InvalidTargetError(
-                f"targetResource has an empty part at position {index}: {target!r}"
-            )
+            raise InvalidTargetError(f"targetResource has an empty part at position {index}: {target!r}")
     *namespace, kind, name = parts
     if namespace and (len(namespace[0]) > 63 or not _NAMESPACE.match(namespace[0])):
         raise InvalidTargetError(
@@ -50,8 +46,7 @@ def parse_target(target: str) -> Target:
         )
     if len(kind) > 63 or not _KIND.match(kind):
         raise InvalidTargetError(
-            f"targetResource kind {kind[:80]!r} is not a valid kind (letters and digits, "
-            "at most 63 characters)"
+            f"targetResource kind {kind[:80]!r} is not a valid kind (letters and digits, at most 63 characters)"
         )
     if len(name) > 253 or not _NAME.match(name):
         raise InvalidTargetError(

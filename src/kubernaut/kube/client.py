@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
-from lightkube.types import PatchType
 from lightkube.codecs import load_all_yaml
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.types import PatchType
 
 FIELD_MANAGER = "kubernaut"
 
@@ -37,22 +37,20 @@ async def apply_objects(client: AsyncClient, objects: list[Any]) -> None:
         await client.apply(obj, force=True)
 
 
-async def install_crds(client: AsyncClient, paths: list[Path], timeout: float = 30.0) -> list[str]:
+async def install_crds(client: AsyncClient, paths: list[Path], wait_seconds: float = 30.0) -> list[str]:
     """Apply CRD manifests and wait until each is Established and served."""
     crds = [obj for obj in load_manifests(paths) if isinstance(obj, CustomResourceDefinition)]
     await apply_objects(client, crds)
     names = [crd.metadata.name for crd in crds]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     for name in names:
         while True:
             crd = await client.get(CustomResourceDefinition, name)
             conditions = (crd.status.conditions if crd.status else None) or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions) and await _serves(
-                client, crd
-            ):
+            if any(c.type == "Established" and c.status == "True" for c in conditions) and await _serves(client, crd):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CRD {name} not established within {timeout:.0f}s")
+                raise TimeoutError(f"CRD {name} not established within {wait_seconds:.0f}s")
             await asyncio.sleep(0.1)
     return names
 
@@ -69,7 +67,7 @@ async def _serves(client: AsyncClient, crd: CustomResourceDefinition) -> bool:
         else:
             await client.get(resource, "kubernaut-probe")
     except ApiError as exc:
-        return exc.status.code == 404
+        return bool(exc.status.code == 404)
     return True
 
 

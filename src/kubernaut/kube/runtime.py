@@ -7,6 +7,7 @@ own queue with controller-runtime semantics: one worker per key at a time, coale
 """
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -177,10 +178,8 @@ class WorkQueue:
                 self.add(key)
             timeout = self._delayed[0][0] - now if self._delayed else None
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
 
 
 @dataclass
@@ -203,9 +202,7 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(self.queue.run_timer(), name=f"{self.name}-timer")]
-        tasks += [
-            asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}") for i in range(self.workers)
-        ]
+        tasks += [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}") for i in range(self.workers)]
         try:
             await stop.wait()
         finally:
@@ -225,8 +222,14 @@ class Controller:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
-                log.warning("Reconcile of %s %s failed (retry in %.2fs): %s", self.name, key, delay, exc,
-                            exc_info=log.isEnabledFor(logging.DEBUG))
+                log.warning(
+                    "Reconcile of %s %s failed (retry in %.2fs): %s",
+                    self.name,
+                    key,
+                    delay,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
                 self.queue.done(key)
                 self.queue.add_after(key, delay)
                 continue

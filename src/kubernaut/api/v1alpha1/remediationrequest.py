@@ -100,9 +100,7 @@ class RequestedWorkflowRef(KubeModel):
 
     workflow_id: str = Field(min_length=1, description="Catalog key of the workflow.")
     version: str | None = Field(default=None, description="Workflow version; the catalog's when empty.")
-    container_image: str | None = Field(
-        default=None, description="Tekton bundle; the catalog entry's when empty."
-    )
+    container_image: str | None = Field(default=None, description="Tekton bundle; the catalog entry's when empty.")
     parameters: dict[str, str] | None = Field(
         default=None, description="Parameters overriding the catalog defaults (UPPER_SNAKE_CASE)."
     )

@@ -23,14 +23,10 @@ class RemediationWorkflowSpec(KubeModel):
 
     workflow_id: str = Field(min_length=1, description="Catalog key, copied into WorkflowExecutions.")
     version: str = Field(min_length=1, description="Workflow version.")
-    container_image: str = Field(
-        description="Tekton bundle holding a Pipeline named 'workflow' (required, non-empty)."
-    )
+    container_image: str = Field(description="Tekton bundle holding a Pipeline named 'workflow' (required, non-empty).")
     container_digest: str | None = Field(default=None, description="Bundle digest, for audit.")
     description: str | None = Field(default=None, description="What the workflow does.")
-    parameters: dict[str, str] | None = Field(
-        default=None, description="Default parameters (UPPER_SNAKE_CASE keys)."
-    )
+    parameters: dict[str, str] | None = Field(default=None, description="Default parameters (UPPER_SNAKE_CASE keys).")
     match: WorkflowMatch | None = Field(default=None, description="Which requests it fits.")
     priority: int = Field(default=0, description="Among matching workflows the highest wins; ties by name.")
 

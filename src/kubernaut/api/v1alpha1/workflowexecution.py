@@ -56,9 +56,7 @@ class WorkflowRef(KubeModel):
 class ExecutionConfig(KubeModel):
     """Execution settings carried for audit; the executor applies neither."""
 
-    timeout: str | None = Field(
-        default=None, description="Requested timeout (Go duration); carried, not applied."
-    )
+    timeout: str | None = Field(default=None, description="Requested timeout (Go duration); carried, not applied.")
     service_account_name: str | None = Field(
         default=None,
         description="Ignored: the controller's configured service account always runs workflows.",
@@ -68,9 +66,7 @@ class ExecutionConfig(KubeModel):
 class WorkflowExecutionSpec(KubeModel):
     """What to run and where. Written by the Remediation Orchestrator; never changed by the executor."""
 
-    remediation_request_ref: ObjectReference = Field(
-        description="The RemediationRequest this execution serves."
-    )
+    remediation_request_ref: ObjectReference = Field(description="The RemediationRequest this execution serves.")
     workflow_ref: WorkflowRef = Field(description="The workflow to run.")
     target_resource: str = Field(
         description="The resource the workflow acts on: 'namespace/kind/name', or 'kind/name' "
@@ -78,8 +74,7 @@ class WorkflowExecutionSpec(KubeModel):
     )
     parameters: dict[str, str] | None = Field(
         default=None,
-        description="UPPER_SNAKE_CASE parameters passed to the PipelineRun, in key order, "
-        "followed by TARGET_RESOURCE.",
+        description="UPPER_SNAKE_CASE parameters passed to the PipelineRun, in key order, followed by TARGET_RESOURCE.",
     )
     confidence: float | None = Field(default=None, description="Selection confidence, for audit only.")
     rationale: str | None = Field(default=None, description="Why this workflow was chosen, for audit only.")
@@ -106,8 +101,7 @@ class FailureDetails(KubeModel):
     """Structured facts about a failure: what failed, why, and whether the workflow had started."""
 
     failed_task_index: int = Field(
-        description="0-based index into the PipelineRun's childReferences of the first failed "
-        "TaskRun; 0 when unknown.",
+        description="0-based index into the PipelineRun's childReferences of the first failed TaskRun; 0 when unknown.",
     )
     failed_task_name: str = Field(description="Name of the failed TaskRun; empty when unknown.")
     failed_step_name: str | None = Field(default=None, description="Reserved; never populated.")
@@ -120,9 +114,7 @@ class FailureDetails(KubeModel):
     execution_time_before_failure: str = Field(
         description="Go duration from start to failure; empty when the run never started.",
     )
-    natural_language_summary: str = Field(
-        description="Multi-line explanation for people and language models."
-    )
+    natural_language_summary: str = Field(description="Multi-line explanation for people and language models.")
     was_execution_failure: bool | None = Field(
         default=None,
         description="True when the workflow ran and may have changed the cluster (a person must "
@@ -148,9 +140,7 @@ class WorkflowExecutionStatus(KubeModel):
     phase: WorkflowExecutionPhase | None = Field(
         default=None, description="Pending, Running, Completed or Failed; empty means Pending."
     )
-    start_time: Time | None = Field(
-        default=None, description="When the PipelineRun was created or adopted."
-    )
+    start_time: Time | None = Field(default=None, description="When the PipelineRun was created or adopted.")
     completion_time: Time | None = Field(default=None, description="When the run reached Completed or Failed.")
     duration: str | None = Field(default=None, description="Go duration from start to completion.")
     pipeline_run_ref: PipelineRunRef | None = Field(default=None, description="The PipelineRun of this run.")

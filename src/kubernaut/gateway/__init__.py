@@ -1,0 +1,1 @@
+"""Alertmanager webhook intake: alerts in, RemediationRequests out."""

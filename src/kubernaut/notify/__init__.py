@@ -1,0 +1,1 @@
+"""Notification channels (console, log, webhook, Slack, email) and the delivery policy."""
