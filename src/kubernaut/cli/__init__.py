@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from kubernaut.cli.audit import audit_app
 from kubernaut.config import Settings, load_settings
 from kubernaut.errors import ConfigError, ControlPlaneError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(help="The embedded local default: a real control plane on this machine.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 ALL_CONTROLLERS = ("orchestrator", "executor", "notifier")
