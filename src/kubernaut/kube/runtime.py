@@ -237,3 +237,9 @@ class Controller:
             self.queue.done(key)
             if result.requeue_after is not None:
                 self.queue.add_after(key, result.requeue_after)
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly."""
+    status = getattr(exc, "status", None)
+    return getattr(status, "code", None) == 409

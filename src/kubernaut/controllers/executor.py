@@ -1,0 +1,379 @@
+"""The WorkflowExecution executor: a pure executor around the domain state machine.
+
+It validates a WFE, creates its PipelineRun (the lock on the target), mirrors the run, records the
+outcome and, after the cooldown, deletes the PipelineRun. It makes no routing decision.
+"""
+
+import logging
+from datetime import datetime
+
+from lightkube.core.exceptions import ApiError
+from pydantic import ValidationError
+
+from kubernaut.api.audit import AuditEvent
+from kubernaut.api.v1alpha1.workflowexecution import (
+    FailureDetails,
+    FailureReason,
+    WorkflowExecution,
+    WorkflowExecutionPhase,
+    WorkflowExecutionStatus,
+)
+from kubernaut.controllers.manager import Kind, Manager
+from kubernaut.domain import execution as ex
+from kubernaut.domain.audit_events import EXECUTOR_ACTOR, build_block_cleared_event, build_workflow_event
+from kubernaut.domain.failure import build_execution_failure, build_pre_execution_failure
+from kubernaut.domain.pipelinerun import build_pipelinerun, is_owned_by, parse_owner
+from kubernaut.domain.target import build_lock_name
+from kubernaut.kube.client import patch_object, patch_status
+from kubernaut.kube.events import EventRecorder
+from kubernaut.kube.patch import build_merge_patch
+from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
+from kubernaut.kube.runtime import Body, Controller, Result, object_key
+from kubernaut.metrics import WE_DURATION_SECONDS, WE_PIPELINERUN_CREATIONS, WE_RECONCILER_TOTAL
+
+log = logging.getLogger(__name__)
+
+WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
+PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource)
+TARGET_INDEX = "target"
+RUNNING_RESYNC_SECONDS = 10.0
+
+Phase = WorkflowExecutionPhase
+
+
+def index_by_target(body: Body) -> list[str]:
+    target = (body.get("spec") or {}).get("targetResource")
+    return [target] if isinstance(target, str) and target else []
+
+
+class Executor:
+    def __init__(self, manager: Manager) -> None:
+        self.client = manager.client
+        self.settings = manager.settings
+        self.namespace = manager.settings.execution.namespace
+        self.audit = manager.audit
+        self.clock = manager.clock
+        self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_by_target})
+        self.pipelineruns = manager.cache(PIPELINERUN_KIND)
+        self.events = EventRecorder(manager.client, EXECUTOR_ACTOR)
+        self.controller = manager.add_controller(Controller("executor", self.reconcile, workers=8))
+        manager.on_event(WFE_KIND, lambda _t, body, _o: self.controller.enqueue(object_key(body)))
+        manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
+
+    def _on_pipelinerun(self, _type: str, body: Body, _old: Body | None) -> None:
+        """A PipelineRun event wakes exactly the WFE named by its labels; unlabelled runs are ignored."""
+        if (body.get("metadata") or {}).get("namespace") != self.namespace:
+            return
+        namespace, name = parse_owner(body)
+        if namespace and name:
+            self.controller.enqueue(f"{namespace}/{name}")
+
+    # -- reconcile ---------------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result:
+        body = self.wfes.get(key)
+        if body is None:
+            return Result.done()
+        try:
+            wfe = WorkflowExecution.from_wire(body)
+        except ValidationError as exc:
+            log.error("WorkflowExecution %s cannot be read: %s", key, exc.errors()[0]["msg"])
+            return Result.done()
+        meta = wfe.metadata
+        if meta.deletion_timestamp is not None:
+            return await self._finalize(wfe)
+        if ex.FINALIZER not in meta.finalizers:
+            updated = await patch_object(
+                self.client,
+                WorkflowExecutionResource,
+                meta.name,
+                meta.namespace,
+                {"metadata": {"finalizers": [*meta.finalizers, ex.FINALIZER]}},
+                resource_version=meta.resource_version,
+            )
+            self.wfes.upsert(updated.to_dict())
+            return Result.after(0)
+        match wfe.phase:
+            case Phase.PENDING:
+                return await self._pending(wfe)
+            case Phase.RUNNING:
+                return await self._running(wfe)
+            case Phase.COMPLETED | Phase.FAILED:
+                return await self._terminal(wfe)
+        return Result.after(30)  # pragma: no cover - the CRD enum admits no other phase
+
+    async def _pending(self, wfe: WorkflowExecution) -> Result:
+        now = self.clock()
+        problem = ex.validate_workflow_execution(wfe)
+        if problem:
+            return await self._fail_before_execution(wfe, FailureReason.CONFIGURATION_ERROR, problem)
+        manifest = build_pipelinerun(
+            wfe, namespace=self.namespace, service_account=self.settings.execution.service_account
+        )
+        name = manifest["metadata"]["name"]
+        try:
+            created = await self.client.create(PipelineRunResource(manifest))
+        except ApiError as exc:
+            return await self._on_create_error(wfe, name, exc)
+        WE_PIPELINERUN_CREATIONS.inc()
+        self.pipelineruns.upsert(created.to_dict())
+        await self._start(wfe, name, start_time=now, adopted=False)
+        return Result.after(RUNNING_RESYNC_SECONDS)
+
+    async def _on_create_error(self, wfe: WorkflowExecution, name: str, exc: ApiError) -> Result:
+        code, reason = exc.status.code, exc.status.reason
+        if code == 409 and reason == "AlreadyExists":
+            existing = await self._fetch_pipelinerun(name)
+            if existing is None:
+                return Result.after(0.1)  # released between our create and read: try again
+            if is_owned_by(existing, wfe):
+                created_at = ex.parse_time(existing["metadata"].get("creationTimestamp")) or self.clock()
+                await self._start(wfe, name, start_time=created_at, adopted=True)
+                return Result.after(RUNNING_RESYNC_SECONDS)
+            other_ns, other = parse_owner(existing)
+            return await self._fail_before_execution(
+                wfe, FailureReason.EXECUTION_RACE_CONDITION, ex.build_race_message(name, other, other_ns)
+            )
+        message = f"Failed to create PipelineRun: {exc.status.message}"
+        if code in (400, 422):
+            return await self._fail_before_execution(wfe, FailureReason.CONFIGURATION_ERROR, message)
+        if code == 403:
+            return await self._fail_before_execution(wfe, FailureReason.FORBIDDEN, message)
+        raise exc  # transient (5xx, 429, timeouts): retried with back-off, never fails the WFE
+
+    async def _start(self, wfe: WorkflowExecution, name: str, *, start_time: datetime, adopted: bool) -> None:
+        now = self.clock()
+        status = ex.build_started_status(
+            wfe, pipelinerun=name, namespace=self.namespace, start_time=start_time, adopted=adopted, now=now
+        )
+        # Recorded on adoption too: after a crash between create and status write, the event id dedupes.
+        status = await self._record(build_workflow_event(wfe, status, "started", now), status, now)
+        body = await self._write_status(wfe, status)
+        message = (
+            f"PipelineRun {self.namespace}/{name} already exists, ours; adopted"
+            if adopted
+            else f"Created PipelineRun {self.namespace}/{name}"
+        )
+        await self.events.emit(body, "Normal", "PipelineRunCreated", message, now)
+
+    async def _running(self, wfe: WorkflowExecution) -> Result:
+        now = self.clock()
+        ref = wfe.status.pipeline_run_ref
+        name = ref.name if ref else build_lock_name(wfe.spec.target_resource)
+        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}") or await self._fetch_pipelinerun(name)
+        if pipelinerun is None:
+            failure = build_execution_failure(
+                pipelinerun=None,
+                taskruns={},
+                start_time=wfe.status.start_time,
+                now=now,
+                workflow_id=wfe.spec.workflow_ref.workflow_id,
+                target=wfe.spec.target_resource,
+            )
+            return await self._fail_during_execution(wfe, failure)
+        match ex.decide_run_outcome(pipelinerun):
+            case ex.RunOutcome.RUNNING:
+                await self._write_status(wfe, ex.build_running_status(wfe, pipelinerun, now))
+                return Result.after(RUNNING_RESYNC_SECONDS)
+            case ex.RunOutcome.SUCCEEDED:
+                return await self._complete(wfe, pipelinerun)
+            case ex.RunOutcome.FAILED:
+                failure = build_execution_failure(
+                    pipelinerun=pipelinerun,
+                    taskruns=await self._fetch_taskruns(pipelinerun),
+                    start_time=wfe.status.start_time,
+                    now=now,
+                    workflow_id=wfe.spec.workflow_ref.workflow_id,
+                    target=wfe.spec.target_resource,
+                )
+                return await self._fail_during_execution(wfe, failure)
+
+    async def _complete(self, wfe: WorkflowExecution, pipelinerun: Body) -> Result:
+        now = self.clock()
+        status = ex.build_completed_status(wfe, pipelinerun, now)
+        status = await self._record(build_workflow_event(wfe, status, "completed", now), status, now)
+        body = await self._write_status(wfe, status)
+        seconds = _seconds(status)
+        WE_RECONCILER_TOTAL.labels(outcome="Completed").inc()
+        WE_DURATION_SECONDS.labels(outcome="Completed").observe(seconds)
+        await self.events.emit(
+            body,
+            "Normal",
+            "WorkflowCompleted",
+            f"Workflow {wfe.spec.workflow_ref.workflow_id} completed successfully in {status.duration}",
+            now,
+        )
+        return self._after_cooldown(status)
+
+    async def _fail_during_execution(self, wfe: WorkflowExecution, failure: FailureDetails) -> Result:
+        now = self.clock()
+        status = ex.build_execution_failed_status(wfe, failure, now)
+        status = await self._record(build_workflow_event(wfe, status, "failed", now), status, now)
+        body = await self._write_status(wfe, status)
+        WE_RECONCILER_TOTAL.labels(outcome="Failed").inc()
+        WE_DURATION_SECONDS.labels(outcome="Failed").observe(_seconds(status))
+        await self.events.emit(
+            body,
+            "Warning",
+            "WorkflowFailed",
+            f"Workflow {wfe.spec.workflow_ref.workflow_id} failed: {failure.reason.value}",
+            now,
+        )
+        return self._after_cooldown(status)
+
+    async def _fail_before_execution(self, wfe: WorkflowExecution, reason: FailureReason, message: str) -> Result:
+        now = self.clock()
+        failure = build_pre_execution_failure(
+            reason=reason,
+            message=message,
+            now=now,
+            workflow_id=wfe.spec.workflow_ref.workflow_id,
+            target=wfe.spec.target_resource,
+        )
+        status = ex.build_pre_execution_failed_status(wfe, failure, now)
+        status = await self._record(build_workflow_event(wfe, status, "failed", now), status, now)
+        body = await self._write_status(wfe, status)
+        WE_RECONCILER_TOTAL.labels(outcome="Failed").inc()
+        WE_DURATION_SECONDS.labels(outcome="Failed").observe(0)
+        await self.events.emit(
+            body, "Warning", "WorkflowFailed", f"Pre-execution failure: {reason.value} - {message}", now
+        )
+        return Result.done()
+
+    def _after_cooldown(self, status: WorkflowExecutionStatus) -> Result:
+        return Result.after(self.settings.execution.cooldown.total_seconds())
+
+    async def _terminal(self, wfe: WorkflowExecution) -> Result:
+        now = self.clock()
+        clearance = ex.decide_block_clearance(wfe, now)
+        if clearance is not None:
+            status = wfe.status.model_copy(deep=True)
+            status.block_clearance = clearance
+            try:
+                await self.audit.record(build_block_cleared_event(wfe, status, now))
+            except Exception as exc:  # audit never blocks the transition
+                log.warning("Audit event for block clearance of %s not recorded: %s", wfe.key, exc)
+            body = await self._write_status(wfe, status)
+            await self.events.emit(
+                body,
+                "Normal",
+                "ExecutionBlockCleared",
+                f"Execution block cleared by {clearance.cleared_by}: {clearance.clear_reason}",
+                now,
+            )
+        decision = ex.decide_cooldown(wfe, cooldown=self.settings.execution.cooldown, now=now)
+        if not decision.release:
+            return Result.after(decision.requeue_after.total_seconds()) if decision.requeue_after else Result.done()
+        if await self._release_lock(wfe):
+            body = self.wfes.get(wfe.key) or {}
+            await self.events.emit(
+                body, "Normal", "LockReleased", f"Lock released for {wfe.spec.target_resource} after cooldown", now
+            )
+        return Result.done()
+
+    async def _finalize(self, wfe: WorkflowExecution) -> Result:
+        meta = wfe.metadata
+        if ex.FINALIZER not in meta.finalizers:
+            return Result.done()
+        await self._release_lock(wfe)
+        body = self.wfes.get(wfe.key) or {}
+        await self.events.emit(
+            body,
+            "Normal",
+            "WorkflowExecutionDeleted",
+            f"WorkflowExecution cleanup completed (phase: {wfe.phase.value})",
+            self.clock(),
+        )
+        try:
+            await patch_object(
+                self.client,
+                WorkflowExecutionResource,
+                meta.name,
+                meta.namespace,
+                {"metadata": {"finalizers": [f for f in meta.finalizers if f != ex.FINALIZER]}},
+                resource_version=meta.resource_version,
+            )
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        return Result.done()
+
+    # -- I/O helpers -------------------------------------------------------------------------------
+
+    async def _release_lock(self, wfe: WorkflowExecution) -> bool:
+        """Delete the target's PipelineRun if (and only if) it belongs to this WFE."""
+        name = build_lock_name(wfe.spec.target_resource)
+        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}")
+        if pipelinerun is None or not is_owned_by(pipelinerun, wfe):
+            return False
+        try:
+            await self.client.delete(PipelineRunResource, name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        self.pipelineruns.delete(pipelinerun)
+        return True
+
+    async def _fetch_pipelinerun(self, name: str) -> Body | None:
+        try:
+            found = await self.client.get(PipelineRunResource, name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        body: Body = found.to_dict()
+        self.pipelineruns.upsert(body)
+        return body
+
+    async def _fetch_taskruns(self, pipelinerun: Body) -> dict[str, Body]:
+        found: dict[str, Body] = {}
+        for ref in (pipelinerun.get("status") or {}).get("childReferences") or []:
+            if not isinstance(ref, dict) or ref.get("kind") != "TaskRun" or not ref.get("name"):
+                continue
+            try:
+                taskrun = await self.client.get(TaskRunResource, ref["name"], namespace=self.namespace)
+            except ApiError:
+                continue  # missing or unreadable children are skipped
+            found[ref["name"]] = taskrun.to_dict()
+        return found
+
+    async def _record(
+        self, event: AuditEvent, status: WorkflowExecutionStatus, now: datetime
+    ) -> WorkflowExecutionStatus:
+        try:
+            await self.audit.record(event)
+        except Exception as exc:  # audit never blocks the transition; the condition tells
+            log.warning("Audit event %s for %s not recorded: %s", event.event_type, event.resource_id, exc)
+            return ex.with_audit_condition(status, event.event_type, str(exc), now)
+        return ex.with_audit_condition(status, event.event_type, None, now)
+
+    async def _write_status(self, wfe: WorkflowExecution, status: WorkflowExecutionStatus) -> Body:
+        """Merge-patch the status with the read resourceVersion as precondition (409 -> retry)."""
+        current = self.wfes.get(wfe.key) or {}
+        patch = build_merge_patch(current.get("status") or {}, status.to_wire())
+        if not patch:
+            return current
+        updated = await patch_status(
+            self.client,
+            WorkflowExecutionResource,
+            wfe.metadata.name,
+            wfe.metadata.namespace,
+            patch,
+            resource_version=wfe.metadata.resource_version,
+        )
+        body: Body = updated.to_dict()
+        self.wfes.upsert(body)
+        return body
+
+
+def _seconds(status: WorkflowExecutionStatus) -> float:
+    if status.start_time and status.completion_time:
+        return max(0.0, (status.completion_time - status.start_time).total_seconds())
+    return 0.0
+
+
+def setup(manager: Manager) -> Executor:
+    return Executor(manager)
+
+
+__all__ = ["PIPELINERUN_KIND", "WFE_KIND", "Executor", "index_by_target", "setup"]

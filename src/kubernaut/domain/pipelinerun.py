@@ -1,0 +1,65 @@
+"""Rendering the Tekton PipelineRun that runs a WorkflowExecution (and is the lock on its target)."""
+
+from typing import Any
+
+from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
+from kubernaut.domain.target import build_lock_name, build_target_label
+
+LABEL_WORKFLOW_EXECUTION = "kubernaut.ai/workflow-execution"
+LABEL_WORKFLOW_ID = "kubernaut.ai/workflow-id"
+LABEL_TARGET_RESOURCE = "kubernaut.ai/target-resource"
+LABEL_SOURCE_NAMESPACE = "kubernaut.ai/source-namespace"
+ANNOTATION_TARGET_RESOURCE = "kubernaut.ai/target-resource"
+TEKTON_API_VERSION = "tekton.dev/v1"
+
+
+def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account: str) -> dict[str, Any]:
+    """The PipelineRun for a WFE: bundles resolver, params sorted by key then TARGET_RESOURCE."""
+    spec = wfe.spec
+    target = spec.target_resource
+    params: list[dict[str, str]] = [
+        {"name": key, "value": value} for key, value in sorted((spec.parameters or {}).items())
+    ]
+    params.append({"name": "TARGET_RESOURCE", "value": target})
+    return {
+        "apiVersion": TEKTON_API_VERSION,
+        "kind": "PipelineRun",
+        "metadata": {
+            "name": build_lock_name(target),
+            "namespace": namespace,
+            "labels": {
+                LABEL_WORKFLOW_EXECUTION: wfe.metadata.name,
+                LABEL_WORKFLOW_ID: build_label_value(spec.workflow_ref.workflow_id),
+                LABEL_TARGET_RESOURCE: build_target_label(target),
+                LABEL_SOURCE_NAMESPACE: wfe.metadata.namespace,
+            },
+            "annotations": {ANNOTATION_TARGET_RESOURCE: target},
+        },
+        "spec": {
+            "pipelineRef": {
+                "resolver": "bundles",
+                "params": [
+                    {"name": "bundle", "value": spec.workflow_ref.container_image},
+                    {"name": "name", "value": "workflow"},
+                    {"name": "kind", "value": "pipeline"},
+                ],
+            },
+            "params": params,
+            "taskRunTemplate": {"serviceAccountName": service_account},
+        },
+    }
+
+
+def build_label_value(value: str) -> str:
+    """Label values are at most 63 characters."""
+    return value[:63].rstrip("-_.")
+
+
+def parse_owner(pipelinerun: dict[str, Any]) -> tuple[str, str]:
+    """(source namespace, WFE name) from a PipelineRun's labels; empty strings when absent."""
+    labels = (pipelinerun.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_SOURCE_NAMESPACE, ""), labels.get(LABEL_WORKFLOW_EXECUTION, "")
+
+
+def is_owned_by(pipelinerun: dict[str, Any], wfe: WorkflowExecution) -> bool:
+    return parse_owner(pipelinerun) == (wfe.metadata.namespace, wfe.metadata.name)

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the controllers, and the HTTP endpoint serving them with health probes."""
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+# Executor
+WE_RECONCILER_TOTAL = Counter(
+    "workflowexecution_reconciler_total", "Terminal WorkflowExecution transitions.", ["outcome"]
+)
+WE_DURATION_SECONDS = Histogram(
+    "workflowexecution_reconciler_duration_seconds",
+    "Duration of workflow runs (0 for failures before execution).",
+    ["outcome"],
+    buckets=(5, 10, 20, 40, 80, 160, 320),
+)
+WE_PIPELINERUN_CREATIONS = Counter(
+    "workflowexecution_reconciler_pipelinerun_creations_total", "PipelineRuns created (not adopted)."
+)
+
+# Orchestrator
+_RO = "kubernaut_remediationorchestrator_"
+RO_BLOCKED_TOTAL = Counter(f"{_RO}blocked_total", "Routing blocks.", ["namespace", "reason"])
+RO_CURRENT_BLOCKED = Gauge(f"{_RO}current_blocked", "RemediationRequests currently Blocked.", ["namespace"])
+RO_BLOCKED_COOLDOWN_EXPIRED = Counter(
+    f"{_RO}blocked_cooldown_expired_total", "Blocks that ended in failure when their cooldown expired."
+)
+RO_DUPLICATES_SKIPPED = Counter(
+    f"{_RO}duplicates_skipped_total", "Requests blocked as duplicates.", ["skip_reason", "namespace"]
+)
+RO_PHASE_TRANSITIONS = Counter(
+    f"{_RO}phase_transitions_total", "Phase transitions.", ["from_phase", "to_phase", "namespace"]
+)
+RO_CHILD_CREATIONS = Counter(f"{_RO}child_crd_creations_total", "Children created.", ["child_type", "namespace"])
+RO_MANUAL_REVIEW = Counter(
+    f"{_RO}manual_review_notifications_total",
+    "Manual-review notifications created.",
+    ["source", "reason", "sub_reason", "namespace"],
+)
+RO_TIMEOUTS = Counter(f"{_RO}timeouts_total", "Timeouts.", ["phase", "namespace"])
+RO_RECONCILE_TOTAL = Counter(f"{_RO}reconcile_total", "Reconciles.", ["namespace", "phase"])
+RO_RECONCILE_DURATION = Histogram(f"{_RO}reconcile_duration_seconds", "Reconcile duration.", ["namespace", "phase"])
+
+
+def build_metrics_app(ready: Callable[[], bool]) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if ready() else web.Response(status=503, text="not ready")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_metrics_server(host: str, port: int, ready: Callable[[], bool]) -> tuple[web.AppRunner, str]:
+    """Serve /metrics, /healthz and /readyz; returns the runner (to clean up) and the base URL."""
+    runner = web.AppRunner(build_metrics_app(ready), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    url = f"http://{host}:{bound}"
+    log.info("Serving metrics and health probes at %s", url)
+    return runner, url
