@@ -1,0 +1,518 @@
+"""Routing: may a RemediationRequest get a WorkflowExecution now, and when does a block clear.
+
+Pure functions of the request, the listed requests and executions, the lock holder, `now` and
+the routing settings. Checks run in a fixed order and the first one that applies decides:
+
+1. ConsecutiveFailures   the signal's workflows failed `threshold` times in a row (time-based)
+2. DuplicateInProgress   an older request for the same signal is still active (event-based)
+3. ResourceBusy          another execution is active on the target or holds its lock (event-based)
+4. RecentlyRemediated    the same workflow completed on the target a moment ago (time-based)
+5. ExponentialBackoff    the target failed before executing; wait before retrying (time-based)
+6. PreviousExecutionFailed  a run failed mid-execution; a person must look first (permanent,
+   only right before an execution is created)
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
+from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES, BlockReason, RemediationPhase, SkipReason
+from kubernaut.api.v1alpha1.workflowexecution import FailureReason, WorkflowExecutionPhase
+from kubernaut.config import RoutingConfig
+from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
+from kubernaut.domain.duration import format_rfc3339
+from kubernaut.domain.target import build_target_string
+
+EVENT_BASED_REQUEUE = timedelta(seconds=30)
+"""Safety-net re-check of event-based blocks; the events that clear them wake the request sooner."""
+
+FAILURE_PHASE_WORKFLOW_EXECUTION = "workflow_execution"
+FAILURE_PHASE_BLOCKED = "blocked"
+FAILURE_PHASE_DEDUPLICATED = "deduplicated"
+
+TIME_BASED_REASONS = frozenset(
+    {BlockReason.CONSECUTIVE_FAILURES, BlockReason.RECENTLY_REMEDIATED, BlockReason.EXPONENTIAL_BACKOFF}
+)
+EVENT_BASED_REASONS = frozenset({BlockReason.DUPLICATE_IN_PROGRESS, BlockReason.RESOURCE_BUSY})
+
+_TERMINAL_WFE = (WorkflowExecutionPhase.COMPLETED, WorkflowExecutionPhase.FAILED)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+class RoutingStage(StrEnum):
+    PENDING = "Pending"
+    ANALYZING = "Analyzing"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The PipelineRun that locks the target exists; who it belongs to, from its labels ("" when absent)."""
+
+    pipeline_run: str
+    workflow_execution: str
+    namespace: str
+
+
+class DecisionKind(StrEnum):
+    PROCEED = "Proceed"
+    BLOCK = "Block"
+    FAIL = "Fail"
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    kind: DecisionKind
+    reason: str = ""
+    message: str = ""
+    blocked_until: datetime | None = None
+    blocking_workflow_execution: str = ""
+    duplicate_of: str = ""
+    requeue_after: timedelta | None = None
+    consecutive_failure_count: int = 0
+    next_allowed_execution: datetime | None = None
+
+
+PROCEED = RoutingDecision(kind=DecisionKind.PROCEED)
+
+
+def is_time_based(reason: str) -> bool:
+    """Whether a block of this reason carries `blockedUntil`."""
+    return reason in TIME_BASED_REASONS
+
+
+def build_rr_target(rr: RemediationRequest) -> str:
+    target = rr.spec.target_resource
+    return build_target_string(target.kind, target.name, target.namespace or "")
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _created(obj: RemediationRequest | WorkflowExecution, missing: datetime) -> datetime:
+    created = obj.metadata.creation_timestamp
+    return _utc(created) if created is not None else missing
+
+
+def _order_key(rr: RemediationRequest) -> tuple[datetime, str, str, str]:
+    """A total order of requests: oldest first; same instant broken by name (then namespace, uid).
+
+    A request not yet stored (no creationTimestamp) sorts as the newest.
+    """
+    meta = rr.metadata
+    return (_created(rr, _LATEST), meta.name, meta.namespace, meta.uid)
+
+
+def _same_object(a: RemediationRequest, b: RemediationRequest) -> bool:
+    if a.metadata.uid and b.metadata.uid:
+        return a.metadata.uid == b.metadata.uid
+    return a.metadata.namespace == b.metadata.namespace and a.metadata.name == b.metadata.name
+
+
+def _owned_by(wfe: WorkflowExecution, rr: RemediationRequest) -> bool:
+    uid = rr.metadata.uid
+    return bool(uid) and any(ref.controller and ref.uid == uid for ref in wfe.metadata.owner_references)
+
+
+def _completion(wfe: WorkflowExecution) -> datetime | None:
+    completed = wfe.status.completion_time
+    return _utc(completed) if completed is not None else None
+
+
+def _on_target(same_target: Iterable[WorkflowExecution], target: str) -> list[WorkflowExecution]:
+    return [wfe for wfe in same_target if wfe.spec.target_resource == target]
+
+
+def _wfe_order_key(wfe: WorkflowExecution) -> tuple[datetime, str, str]:
+    return (_created(wfe, _LATEST), wfe.metadata.namespace, wfe.metadata.name)
+
+
+def _is_execution_failure(wfe: WorkflowExecution) -> bool:
+    details = wfe.status.failure_details
+    return details is not None and details.was_execution_failure is True
+
+
+# --- check 1: ConsecutiveFailures -------------------------------------------------------------
+
+
+def _rr_completion(rr: RemediationRequest) -> datetime | None:
+    if rr.status.completed_at is not None:
+        return _utc(rr.status.completed_at)
+    if rr.metadata.creation_timestamp is not None:
+        return _utc(rr.metadata.creation_timestamp)
+    return None
+
+
+def compute_consecutive_failures(
+    rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest]
+) -> tuple[int, datetime | None]:
+    """(count, completion of the newest counted failure) of workflow failures since the last success."""
+    fingerprint = rr.spec.signal_fingerprint
+    history = sorted(
+        (
+            other
+            for other in same_fingerprint
+            if other.spec.signal_fingerprint == fingerprint and not _same_object(other, rr)
+        ),
+        key=_order_key,
+        reverse=True,
+    )
+    count = 0
+    newest: datetime | None = None
+    for other in history:
+        phase = other.status.overall_phase
+        if phase == RemediationPhase.COMPLETED:
+            break
+        if phase == RemediationPhase.FAILED and other.status.failure_phase == FAILURE_PHASE_WORKFLOW_EXECUTION:
+            if count == 0:
+                newest = _rr_completion(other)
+            count += 1
+    return count, newest
+
+
+def _check_consecutive_failures(
+    rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest], now: datetime, config: RoutingConfig
+) -> RoutingDecision | None:
+    count, newest = compute_consecutive_failures(rr, same_fingerprint)
+    if count < config.consecutive_failure_threshold or newest is None:
+        return None
+    until = newest + config.consecutive_failure_cooldown
+    if not now < until:
+        return None
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.CONSECUTIVE_FAILURES.value,
+        message=f"{count} consecutive failures. Cooldown expires: {format_rfc3339(until)}",
+        blocked_until=until,
+        requeue_after=until - now,
+    )
+
+
+# --- check 2: DuplicateInProgress -------------------------------------------------------------
+
+
+def _find_original(rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest]) -> RemediationRequest | None:
+    """The oldest active request for the same signal that is older than rr (ties by name)."""
+    fingerprint = rr.spec.signal_fingerprint
+    own_key = _order_key(rr)
+    older = [
+        other
+        for other in same_fingerprint
+        if other.spec.signal_fingerprint == fingerprint
+        and not _same_object(other, rr)
+        and other.status.overall_phase not in TERMINAL_PHASES
+        and _order_key(other) < own_key
+    ]
+    return min(older, key=_order_key) if older else None
+
+
+def _check_duplicate(rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest]) -> RoutingDecision | None:
+    original = _find_original(rr, same_fingerprint)
+    if original is None:
+        return None
+    name = original.metadata.name
+    other_ns = original.metadata.namespace
+    where = f" in namespace {other_ns}" if other_ns != rr.metadata.namespace else ""
+    phase = original.status.overall_phase or RemediationPhase.PENDING
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.DUPLICATE_IN_PROGRESS.value,
+        message=f"Duplicate of active remediation {name}{where} (phase {phase.value}); "
+        "this request takes its outcome when it ends",
+        duplicate_of=name,
+        requeue_after=EVENT_BASED_REQUEUE,
+    )
+
+
+# --- check 3: ResourceBusy ----------------------------------------------------------------------
+
+
+def _active_other(rr: RemediationRequest, on_target: Sequence[WorkflowExecution]) -> WorkflowExecution | None:
+    active = [wfe for wfe in on_target if wfe.phase not in _TERMINAL_WFE and not _owned_by(wfe, rr)]
+    return min(active, key=_wfe_order_key) if active else None
+
+
+def _lock_is_own(rr: RemediationRequest, lock: LockHolder, on_target: Sequence[WorkflowExecution]) -> bool:
+    if lock.workflow_execution == f"we-{rr.metadata.name}" and lock.namespace == rr.metadata.namespace:
+        return True
+    return any(
+        wfe.metadata.name == lock.workflow_execution and wfe.metadata.namespace == lock.namespace and _owned_by(wfe, rr)
+        for wfe in on_target
+    )
+
+
+def _foreign_lock(
+    rr: RemediationRequest, lock: LockHolder | None, on_target: Sequence[WorkflowExecution]
+) -> LockHolder | None:
+    if lock is None or _lock_is_own(rr, lock, on_target):
+        return None
+    return lock
+
+
+def _check_resource_busy(
+    rr: RemediationRequest, target: str, on_target: Sequence[WorkflowExecution], lock: LockHolder | None
+) -> RoutingDecision | None:
+    active = _active_other(rr, on_target)
+    if active is not None:
+        name = active.metadata.name
+        message = f"WorkflowExecution {name} ({active.phase.value}) is running on the same target {target}"
+    else:
+        foreign = _foreign_lock(rr, lock, on_target)
+        if foreign is None:
+            return None
+        name = foreign.workflow_execution or foreign.pipeline_run
+        message = (
+            f"WorkflowExecution {name} is running on the same target {target} or cooling down "
+            f"after its run (lock {foreign.pipeline_run} is held)"
+        )
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.RESOURCE_BUSY.value,
+        message=message,
+        blocking_workflow_execution=name,
+        requeue_after=EVENT_BASED_REQUEUE,
+    )
+
+
+def is_target_busy(rr: RemediationRequest, same_target: Sequence[WorkflowExecution], lock: LockHolder | None) -> bool:
+    """Whether another execution is active on rr's target or holds its lock."""
+    on_target = _on_target(same_target, build_rr_target(rr))
+    return _active_other(rr, on_target) is not None or _foreign_lock(rr, lock, on_target) is not None
+
+
+# --- check 4: RecentlyRemediated ----------------------------------------------------------------
+
+
+def _check_recently_remediated(
+    target: str, workflow_id: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingConfig
+) -> RoutingDecision | None:
+    completed = [
+        (completion, wfe)
+        for wfe in on_target
+        if wfe.phase == WorkflowExecutionPhase.COMPLETED
+        and (completion := _completion(wfe)) is not None
+        and (not workflow_id or wfe.spec.workflow_ref.workflow_id == workflow_id)
+    ]
+    if not completed:
+        return None
+    completion, latest = max(completed, key=lambda item: (item[0], *_wfe_order_key(item[1])))
+    cooldown = config.recently_remediated_cooldown
+    if not now - completion < cooldown:
+        return None
+    until = completion + cooldown
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.RECENTLY_REMEDIATED.value,
+        message=f"WorkflowExecution {latest.metadata.name} (workflow {latest.spec.workflow_ref.workflow_id}) "
+        f"remediated target {target} recently. Cooldown expires: {format_rfc3339(until)}",
+        blocked_until=until,
+        requeue_after=until - now,
+    )
+
+
+# --- check 5: ExponentialBackoff ----------------------------------------------------------------
+
+
+def compute_target_backoff(
+    same_target: Sequence[WorkflowExecution], target: str, now: datetime, config: RoutingConfig
+) -> tuple[int, datetime | None]:
+    """(n, next allowed execution) for a target from its history alone.
+
+    n counts the runs that failed before executing (races excluded) since the target's newest
+    success; the gate is the newest such failure plus backoff(n). `now` plays no part: the same
+    history always gives the same answer.
+    """
+    on_target = _on_target(same_target, target)
+    successes = [
+        completion
+        for wfe in on_target
+        if wfe.phase == WorkflowExecutionPhase.COMPLETED and (completion := _completion(wfe)) is not None
+    ]
+    since = max(successes, default=_EARLIEST)
+    failures = [
+        completion
+        for wfe in on_target
+        if wfe.phase == WorkflowExecutionPhase.FAILED
+        and not _is_execution_failure(wfe)
+        and not (
+            wfe.status.failure_details is not None
+            and wfe.status.failure_details.reason == FailureReason.EXECUTION_RACE_CONDITION
+        )
+        and (completion := _completion(wfe)) is not None
+        and completion > since
+    ]
+    n = len(failures)
+    if n == 0:
+        return 0, None
+    jitter = build_deterministic_jitter(f"{target}|{n}") if config.backoff_jitter_percent > 0 else None
+    delay = compute_backoff(
+        n,
+        base=config.backoff_base,
+        maximum=config.backoff_max,
+        jitter_percent=config.backoff_jitter_percent,
+        jitter=jitter,
+    )
+    return n, max(failures) + delay
+
+
+def _check_backoff(
+    target: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingConfig
+) -> RoutingDecision | None:
+    n, next_allowed = compute_target_backoff(on_target, target, now, config)
+    if next_allowed is None or not now < next_allowed:
+        return None
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.EXPONENTIAL_BACKOFF.value,
+        message=f"Exponential backoff active. Next execution allowed at {format_rfc3339(next_allowed)} "
+        f"({n} consecutive failures on target {target})",
+        blocked_until=next_allowed,
+        requeue_after=next_allowed - now,
+        consecutive_failure_count=n,
+        next_allowed_execution=next_allowed,
+    )
+
+
+# --- check 6: PreviousExecutionFailed -----------------------------------------------------------
+
+
+def _check_previous_execution_failed(target: str, on_target: Sequence[WorkflowExecution]) -> RoutingDecision | None:
+    finished = [
+        (completion, wfe)
+        for wfe in on_target
+        if wfe.phase in _TERMINAL_WFE and (completion := _completion(wfe)) is not None
+    ]
+    if not finished:
+        return None
+    _, latest = max(finished, key=lambda item: (item[0], *_wfe_order_key(item[1])))
+    if not (
+        latest.phase == WorkflowExecutionPhase.FAILED
+        and _is_execution_failure(latest)
+        and latest.status.block_clearance is None
+    ):
+        return None
+    name = latest.metadata.name
+    return RoutingDecision(
+        kind=DecisionKind.FAIL,
+        reason=SkipReason.PREVIOUS_EXECUTION_FAILED.value,
+        message=f"WorkflowExecution {name} (namespace {latest.metadata.namespace}) failed during execution on "
+        f"target {target} and may have changed it. Manual intervention is required: verify the target, "
+        f"then clear the block with `kubernaut clear-block {name} --reason <text>`",
+        blocking_workflow_execution=name,
+    )
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+
+def decide_routing(
+    rr: RemediationRequest,
+    *,
+    workflow_id: str,
+    stage: RoutingStage,
+    same_fingerprint: Sequence[RemediationRequest],
+    same_target: Sequence[WorkflowExecution],
+    lock: LockHolder | None,
+    now: datetime,
+    config: RoutingConfig,
+) -> RoutingDecision:
+    """Run the routing checks in order; the first that applies decides, else PROCEED."""
+    now = _utc(now)
+    target = build_rr_target(rr)
+    on_target = _on_target(same_target, target)
+    decision = (
+        _check_consecutive_failures(rr, same_fingerprint, now, config)
+        or _check_duplicate(rr, same_fingerprint)
+        or _check_resource_busy(rr, target, on_target, lock)
+        or _check_recently_remediated(target, workflow_id, on_target, now, config)
+        or _check_backoff(target, on_target, now, config)
+    )
+    if decision is None and stage == RoutingStage.ANALYZING:
+        decision = _check_previous_execution_failed(target, on_target)
+    return decision or PROCEED
+
+
+# --- the Blocked phase --------------------------------------------------------------------------
+
+
+class BlockedAction(StrEnum):
+    STAY = "Stay"
+    RESUME = "Resume"
+    COMPLETE = "Complete"
+    FAIL = "Fail"
+
+
+@dataclass(frozen=True)
+class BlockedDecision:
+    action: BlockedAction
+    requeue_after: timedelta | None = None
+    failure_phase: str = ""
+    failure_reason: str = ""
+
+
+def _stay(requeue_after: timedelta | None) -> BlockedDecision:
+    return BlockedDecision(action=BlockedAction.STAY, requeue_after=requeue_after)
+
+
+_RESUME = BlockedDecision(action=BlockedAction.RESUME)
+
+
+def _decide_duplicate(
+    rr: RemediationRequest, original: RemediationRequest | None, original_exists: bool
+) -> BlockedDecision:
+    name = rr.status.duplicate_of or ""
+    if not name:
+        return _RESUME
+    if not original_exists:
+        return BlockedDecision(
+            action=BlockedAction.FAIL,
+            failure_phase=FAILURE_PHASE_DEDUPLICATED,
+            failure_reason=f"Original remediation {name} was deleted before it finished",
+        )
+    if original is None or not original.is_terminal:
+        return _stay(EVENT_BASED_REQUEUE)
+    phase = original.status.overall_phase
+    if phase == RemediationPhase.COMPLETED:
+        return BlockedDecision(action=BlockedAction.COMPLETE)
+    phase_text = phase.value if phase is not None else "unknown"
+    return BlockedDecision(
+        action=BlockedAction.FAIL,
+        failure_phase=FAILURE_PHASE_DEDUPLICATED,
+        failure_reason=f"Original remediation {name} ended {phase_text}",
+    )
+
+
+def decide_blocked(
+    rr: RemediationRequest,
+    *,
+    original: RemediationRequest | None,
+    original_exists: bool,
+    same_target: Sequence[WorkflowExecution],
+    lock: LockHolder | None,
+    now: datetime,
+) -> BlockedDecision:
+    """What a Blocked request does now: stay, route again, or end as its cause dictates."""
+    now = _utc(now)
+    reason = rr.status.block_reason or ""
+    until = _utc(rr.status.blocked_until) if rr.status.blocked_until is not None else None
+
+    if reason == BlockReason.RESOURCE_BUSY:
+        return _stay(EVENT_BASED_REQUEUE) if is_target_busy(rr, same_target, lock) else _RESUME
+    if reason == BlockReason.DUPLICATE_IN_PROGRESS:
+        return _decide_duplicate(rr, original, original_exists)
+    if until is None:
+        # A time-based block without its instant cannot expire: route again to recompute it.
+        # Any other reason is a hold set by a person; it lasts until they lift it.
+        return _RESUME if is_time_based(reason) else _stay(None)
+    if now < until:
+        return _stay(until - now)
+    if reason == BlockReason.CONSECUTIVE_FAILURES:
+        return BlockedDecision(
+            action=BlockedAction.FAIL,
+            failure_phase=FAILURE_PHASE_BLOCKED,
+            failure_reason=f"Cooldown expired after blocking due to {reason}",
+        )
+    return _RESUME
