@@ -3,7 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
+from kubernaut.api.v1alpha1 import RemediationWorkflow
 from kubernaut.devcluster.behaviour import (
     Behaviour,
     BundleError,
@@ -21,6 +23,7 @@ from kubernaut.devcluster.behaviour import (
     parse_pipelinerun_params,
     parse_succeeded_condition,
 )
+from kubernaut.paths import samples_dir
 
 P = "kubernaut.local/standin/"
 NOW = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -327,3 +330,20 @@ def test_parse_succeeded_condition_ignores_other_types() -> None:
     status = {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Succeeded", "status": "Unknown"}]}
     assert parse_succeeded_condition(status) == {"type": "Succeeded", "status": "Unknown"}
     assert parse_succeeded_condition({"conditions": [{"type": "Ready", "status": "True"}]}) is None
+
+
+def test_sample_catalog_plays_every_behaviour_with_distinct_signals() -> None:
+    with (samples_dir() / "workflows.yaml").open() as handle:
+        workflows = [RemediationWorkflow.from_wire(doc) for doc in yaml.safe_load_all(handle)]
+    outcomes = {w.metadata.name: parse_bundle(w.spec.container_image).outcome for w in workflows}
+    assert outcomes == {
+        "restart-deployment": Outcome.SUCCEED,
+        "scale-deployment": Outcome.SUCCEED,
+        "rollback-deployment": Outcome.FAIL,
+        "cordon-node": Outcome.IMAGEPULL,
+        "drain-node-slow": Outcome.TIMEOUT,
+        "bump-memory": Outcome.OOM,
+    }
+    signals = [signal for w in workflows for signal in (w.spec.match and w.spec.match.signal_names) or []]
+    assert len(signals) == len(set(signals))
+    assert all(w.spec.workflow_id == w.metadata.name for w in workflows)
