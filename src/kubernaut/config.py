@@ -1,11 +1,12 @@
 """The one settings object: a YAML file (`--config`), every key optional, validated at start."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubernaut.domain.duration import parse_go_duration
@@ -75,9 +76,30 @@ class TimeoutsConfig(Section):
 
 class AuditConfig(Section):
     url: str = Field(default="sqlite:///var/lib/kubernaut/audit.db", description="sqlite:///PATH or postgresql://...")
-    batch_size: int = Field(default=100, ge=1)
-    flush_interval: Duration = timedelta(milliseconds=200)
-    buffer_path: str = Field(default="", description="Durable outbox file; next to the SQLite file when empty.")
+    batch_size: int = Field(default=100, ge=1, description="Most events sent to the store in one transaction.")
+    flush_interval: Duration = Field(
+        default=timedelta(milliseconds=200), description="Longest wait before recorded events are sent to the store."
+    )
+    buffer_path: str = Field(
+        default="",
+        description="Durable outbox file; when empty, next to the SQLite file, or audit-outbox.db under the state dir.",
+    )
+    buffer_max_events: int = Field(
+        default=100_000, ge=1, description="Outbox capacity; beyond it recording fails loudly instead of dropping."
+    )
+    connect_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="How long to try reaching PostgreSQL at start and per attempt."
+    )
+    close_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="How long shutdown waits to deliver the outbox to the store."
+    )
+
+    @field_validator("flush_interval", "connect_timeout", "close_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -87,11 +109,134 @@ class AuditConfig(Section):
         return value
 
 
+_SECRET_REF = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?:[-._a-zA-Z0-9]+$")
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d{1,5})$")
+
+
+def _secret_ref(value: str) -> str:
+    if value and not _SECRET_REF.match(value):
+        raise ValueError("expected a Secret key reference 'namespace/name:key'")
+    return value
+
+
+class GatewayConfig(Section):
+    """The Alertmanager intake (`kubernaut run --controllers gateway`)."""
+
+    listen: str = Field(default="127.0.0.1:8080", description="host:port to bind; port 0 picks a free one.")
+    namespace: str = Field(default="kubernaut-system", min_length=1, description="Where RemediationRequests go.")
+    bearer_token_file: str = Field(default="", description="File holding the bearer token clients must send.")
+    bearer_token_secret: str = Field(default="", description="Secret key 'namespace/name:key' holding the token.")
+    auth_disabled: bool = Field(default=False, description="Accept requests without a token (local use only).")
+    tls_cert_file: str = Field(default="", description="PEM certificate; serve HTTPS when set with tlsKeyFile.")
+    tls_key_file: str = Field(default="", description="PEM private key of tlsCertFile.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    max_alerts: int = Field(default=1000, ge=1, description="More alerts in one request get 400.")
+    concurrency: int = Field(default=16, ge=1, le=256, description="Alerts of one request handled in parallel.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN.match(value)
+        if not match or int(match.group("port")) > 65535:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8443")
+        return value
+
+    @field_validator("bearer_token_secret")
+    @classmethod
+    def _token_ref(cls, value: str) -> str:
+        return _secret_ref(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GatewayConfig":
+        if self.bearer_token_file and self.bearer_token_secret:
+            raise ValueError("set bearerTokenFile or bearerTokenSecret, not both")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tlsCertFile and tlsKeyFile go together")
+        return self
+
+
+class WebhookChannelConfig(Section):
+    url: str = Field(default="", description="Endpoint of the webhook channel (http or https).")
+    url_secret: str = Field(default="", description="Secret key 'namespace/name:key' holding the URL instead.")
+    signing_secret: str = Field(default="", description="Secret key holding the HMAC-SHA256 signing key.")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Per-request timeout.")
+
+    @field_validator("url_secret", "signing_secret")
+    @classmethod
+    def _refs(cls, value: str) -> str:
+        return _secret_ref(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url or self.url_secret)
+
+
+class SlackChannelConfig(Section):
+    webhook_url_secret: str = Field(default="", description="Secret key holding the Slack incoming-webhook URL.")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Per-request timeout.")
+
+    @field_validator("webhook_url_secret")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        return _secret_ref(value)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.webhook_url_secret)
+
+
+class EmailChannelConfig(Section):
+    smtp_host: str = Field(default="", description="SMTP server host.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
+    username: str = Field(default="", description="SMTP login name (no login when empty).")
+    password_secret: str = Field(default="", description="Secret key holding the SMTP password.")
+    sender: str = Field(default="kubernaut@localhost", alias="from", description="From address.")
+    to: list[str] = Field(default_factory=list, description="Recipient addresses.")
+    timeout: Duration = Field(default=timedelta(seconds=30), description="Per-message timeout.")
+
+    @field_validator("password_secret")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        return _secret_ref(value)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.smtp_host and self.to)
+
+
+class NotifierConfig(Section):
+    """Delivery of NotificationRequests: retry policy and channel endpoints."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100, description="Tries per channel before giving up.")
+    backoff_base: Duration = Field(default=timedelta(seconds=1), description="Wait after the first failure.")
+    backoff_max: Duration = Field(default=timedelta(minutes=1), description="Longest wait between tries.")
+    webhook: WebhookChannelConfig = WebhookChannelConfig()
+    slack: SlackChannelConfig = SlackChannelConfig()
+    email: EmailChannelConfig = EmailChannelConfig()
+
+    @field_validator("backoff_base", "backoff_max")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
 class Settings(Section):
     execution: ExecutionConfig = ExecutionConfig()
     routing: RoutingConfig = RoutingConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     audit: AuditConfig = AuditConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    notifier: NotifierConfig = NotifierConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
