@@ -18,7 +18,8 @@ from kubernaut.api.v1alpha1.workflowexecution import (
     WorkflowExecutionPhase,
     WorkflowExecutionStatus,
 )
-from kubernaut.controllers.manager import Kind, Manager
+from kubernaut.controllers.kinds import PIPELINERUN_KIND, TARGET_INDEX, WFE_KIND, index_wfe_by_target
+from kubernaut.controllers.manager import Manager
 from kubernaut.domain import execution as ex
 from kubernaut.domain.audit_events import EXECUTOR_ACTOR, build_block_cleared_event, build_workflow_event
 from kubernaut.domain.failure import build_execution_failure, build_pre_execution_failure
@@ -33,17 +34,9 @@ from kubernaut.metrics import WE_DURATION_SECONDS, WE_PIPELINERUN_CREATIONS, WE_
 
 log = logging.getLogger(__name__)
 
-WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
-PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource)
-TARGET_INDEX = "target"
 RUNNING_RESYNC_SECONDS = 10.0
 
 Phase = WorkflowExecutionPhase
-
-
-def index_by_target(body: Body) -> list[str]:
-    target = (body.get("spec") or {}).get("targetResource")
-    return [target] if isinstance(target, str) and target else []
 
 
 class Executor:
@@ -53,7 +46,7 @@ class Executor:
         self.namespace = manager.settings.execution.namespace
         self.audit = manager.audit
         self.clock = manager.clock
-        self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_by_target})
+        self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.events = EventRecorder(manager.client, EXECUTOR_ACTOR)
         self.controller = manager.add_controller(Controller("executor", self.reconcile, workers=8))
@@ -374,6 +367,3 @@ def _seconds(status: WorkflowExecutionStatus) -> float:
 
 def setup(manager: Manager) -> Executor:
     return Executor(manager)
-
-
-__all__ = ["PIPELINERUN_KIND", "WFE_KIND", "Executor", "index_by_target", "setup"]

@@ -15,12 +15,13 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 IndexFn = Callable[[Body], Iterable[str]]
+T = TypeVar("T")
 
 
 def object_key(body: Body) -> str:
@@ -42,6 +43,7 @@ class Cache:
         self._index_fns: dict[str, IndexFn] = {}
         self._indexes: dict[str, dict[str, set[str]]] = {}
         self._index_values: dict[str, dict[str, list[str]]] = {}
+        self._models: dict[str, tuple[str, Any, Any]] = {}
         self.synced = asyncio.Event()
 
     def __len__(self) -> int:
@@ -77,6 +79,7 @@ class Cache:
     def delete(self, body: Body) -> Body | None:
         key = object_key(body)
         self._unindex(key)
+        self._models.pop(key, None)
         return self._objects.pop(key, None)
 
     def _unindex(self, key: str) -> None:
@@ -90,6 +93,18 @@ class Cache:
 
     def get(self, key: str) -> Body | None:
         return self._objects.get(key)
+
+    def parsed(self, body: Body, parse: Callable[[Body], T]) -> T:
+        """`parse(body)`, memoised per object and resourceVersion (models are immutable in use)."""
+        key = object_key(body)
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        memo = self._models.get(key)
+        if memo is not None and memo[0] == version and memo[1] is parse:
+            return memo[2]  # type: ignore[no-any-return]
+        model = parse(body)
+        if version:
+            self._models[key] = (version, parse, model)
+        return model
 
     def by_index(self, index: str, value: str) -> list[Body]:
         return [self._objects[key] for key in sorted(self._indexes[index].get(value, ()))]

@@ -188,6 +188,11 @@ class RemediationRequestStatus(KubeModel):
         default=None, description="Phase of the tracked notification."
     )
     deduplication: Deduplication | None = Field(default=None, description="Repeat counts, kept by the gateway.")
+    transition_count: int | None = Field(
+        default=None,
+        description="Phase transitions so far; each audit event id includes it, so a transition retried "
+        "after a crash or conflict is recorded once.",
+    )
     conditions: list[Condition] | None = Field(default=None, description="Standard conditions.")
 
 

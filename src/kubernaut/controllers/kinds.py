@@ -1,0 +1,53 @@
+"""The kinds the controllers watch, and the cache indexes they share."""
+
+from kubernaut.controllers.manager import Kind
+from kubernaut.domain.target import build_target_string
+from kubernaut.kube.resources import (
+    NotificationRequestResource,
+    PipelineRunResource,
+    RemediationRequestResource,
+    RemediationWorkflowResource,
+    WorkflowExecutionResource,
+)
+from kubernaut.kube.runtime import Body
+
+RR_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationrequests", RemediationRequestResource)
+WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
+NR_KIND = Kind("kubernaut.ai", "v1alpha1", "notificationrequests", NotificationRequestResource)
+WORKFLOW_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationworkflows", RemediationWorkflowResource)
+PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource)
+
+TARGET_INDEX = "target"
+FINGERPRINT_INDEX = "fingerprint"
+DUPLICATE_OF_INDEX = "duplicateOf"
+BLOCKED_INDEX = "blocked"
+
+
+def index_wfe_by_target(body: Body) -> list[str]:
+    target = (body.get("spec") or {}).get("targetResource")
+    return [target] if isinstance(target, str) and target else []
+
+
+def index_rr_by_target(body: Body) -> list[str]:
+    target = (body.get("spec") or {}).get("targetResource") or {}
+    if not isinstance(target, dict) or not target.get("kind") or not target.get("name"):
+        return []
+    return [build_target_string(str(target["kind"]), str(target["name"]), str(target.get("namespace") or ""))]
+
+
+def index_rr_by_fingerprint(body: Body) -> list[str]:
+    fingerprint = (body.get("spec") or {}).get("signalFingerprint")
+    return [fingerprint] if isinstance(fingerprint, str) and fingerprint else []
+
+
+def index_rr_by_duplicate_of(body: Body) -> list[str]:
+    original = (body.get("status") or {}).get("duplicateOf")
+    namespace = (body.get("metadata") or {}).get("namespace", "")
+    return [f"{namespace}/{original}"] if original else []
+
+
+def index_rr_blocked(body: Body) -> list[str]:
+    """Blocked requests by namespace (the current_blocked gauge is read off this index)."""
+    if (body.get("status") or {}).get("overallPhase") != "Blocked":
+        return []
+    return [(body.get("metadata") or {}).get("namespace", "")]

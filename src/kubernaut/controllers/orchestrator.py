@@ -1,0 +1,601 @@
+"""The Remediation Orchestrator: every routing decision, WFE creation and reaction to outcomes.
+
+Thin: it reads the request and what routing needs from the informer caches, calls the pure domain
+(`routing`, `selection`, `remediation`), performs the resulting I/O and writes status.
+"""
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from lightkube.core.exceptions import ApiError
+from pydantic import ValidationError
+
+from kubernaut.api.audit import AuditEvent
+from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
+from kubernaut.api.v1alpha1.remediationrequest import (
+    BlockReason,
+    NotificationStatus,
+    RemediationPhase,
+    RemediationRequest,
+    RemediationRequestStatus,
+)
+from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
+from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
+from kubernaut.controllers.kinds import (
+    BLOCKED_INDEX,
+    DUPLICATE_OF_INDEX,
+    FINGERPRINT_INDEX,
+    NR_KIND,
+    PIPELINERUN_KIND,
+    RR_KIND,
+    TARGET_INDEX,
+    WFE_KIND,
+    WORKFLOW_KIND,
+    index_rr_blocked,
+    index_rr_by_duplicate_of,
+    index_rr_by_fingerprint,
+    index_rr_by_target,
+    index_wfe_by_target,
+)
+from kubernaut.controllers.manager import Manager
+from kubernaut.domain import remediation as rem
+from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
+from kubernaut.domain.routing import (
+    BlockedAction,
+    DecisionKind,
+    LockHolder,
+    RoutingDecision,
+    RoutingStage,
+    build_rr_target,
+    compute_target_backoff,
+    decide_blocked,
+    decide_routing,
+)
+from kubernaut.domain.selection import SelectionFailure, select_workflow
+from kubernaut.domain.target import build_lock_name
+from kubernaut.kube.client import patch_status
+from kubernaut.kube.patch import build_merge_patch
+from kubernaut.kube.resources import (
+    NotificationRequestResource,
+    RemediationRequestResource,
+    WorkflowExecutionResource,
+)
+from kubernaut.kube.runtime import Body, Controller, Result, object_key
+from kubernaut.metrics import (
+    RO_BLOCKED_COOLDOWN_EXPIRED,
+    RO_BLOCKED_TOTAL,
+    RO_CHILD_CREATIONS,
+    RO_CURRENT_BLOCKED,
+    RO_DUPLICATES_SKIPPED,
+    RO_MANUAL_REVIEW,
+    RO_PHASE_TRANSITIONS,
+    RO_RECONCILE_DURATION,
+    RO_RECONCILE_TOTAL,
+    RO_TIMEOUTS,
+)
+
+log = logging.getLogger(__name__)
+
+Phase = RemediationPhase
+SAFETY_RESYNC = timedelta(seconds=60)
+
+
+def _parse_rr(body: Body) -> RemediationRequest:
+    return RemediationRequest.from_wire(body)
+
+
+def _parse_wfe(body: Body) -> WorkflowExecution:
+    return WorkflowExecution.from_wire(body)
+
+
+def _parse_workflow(body: Body) -> RemediationWorkflow:
+    return RemediationWorkflow.from_wire(body)
+
+
+class Orchestrator:
+    def __init__(self, manager: Manager) -> None:
+        self.client = manager.client
+        self.settings = manager.settings
+        self.routing = manager.settings.routing
+        self.audit = manager.audit
+        self.clock = manager.clock
+        self.exec_namespace = manager.settings.execution.namespace
+        self.rrs = manager.cache(
+            RR_KIND,
+            {
+                FINGERPRINT_INDEX: index_rr_by_fingerprint,
+                TARGET_INDEX: index_rr_by_target,
+                DUPLICATE_OF_INDEX: index_rr_by_duplicate_of,
+                BLOCKED_INDEX: index_rr_blocked,
+            },
+        )
+        self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
+        self.pipelineruns = manager.cache(PIPELINERUN_KIND)
+        self.catalog = manager.cache(WORKFLOW_KIND)
+        self.notifications = manager.cache(NR_KIND)
+        self.controller = manager.add_controller(Controller("orchestrator", self.reconcile, workers=8))
+        manager.on_event(RR_KIND, self._on_request)
+        manager.on_event(WFE_KIND, self._on_execution)
+        manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
+        manager.on_event(NR_KIND, self._on_notification)
+
+    # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
+
+    def _on_request(self, _type: str, body: Body, old: Body | None) -> None:
+        key = object_key(body)
+        self.controller.enqueue(key)
+        namespace = (body.get("metadata") or {}).get("namespace", "")
+        RO_CURRENT_BLOCKED.labels(namespace=namespace).set(len(self.rrs.keys_by_index(BLOCKED_INDEX, namespace)))
+        phase = (body.get("status") or {}).get("overallPhase")
+        if old is None or phase != (old.get("status") or {}).get("overallPhase"):
+            for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
+                self.controller.enqueue(dependent)
+
+    def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
+        meta = body.get("metadata") or {}
+        for owner in meta.get("ownerReferences") or []:
+            if owner.get("kind") == "RemediationRequest":
+                self.controller.enqueue(f"{meta.get('namespace', '')}/{owner.get('name')}")
+        for target in index_wfe_by_target(body):
+            self._wake_blocked_on(target)
+
+    def _on_pipelinerun(self, _type: str, body: Body, _old: Body | None) -> None:
+        meta = body.get("metadata") or {}
+        if meta.get("namespace") != self.exec_namespace:
+            return
+        target = (meta.get("annotations") or {}).get(ANNOTATION_TARGET_RESOURCE)
+        if target:
+            self._wake_blocked_on(target)
+
+    def _wake_blocked_on(self, target: str) -> None:
+        for rr in self.rrs.by_index(TARGET_INDEX, target):
+            if (rr.get("status") or {}).get("overallPhase") == "Blocked":
+                self.controller.enqueue(object_key(rr))
+
+    def _on_notification(self, _type: str, body: Body, _old: Body | None) -> None:
+        meta = body.get("metadata") or {}
+        for owner in meta.get("ownerReferences") or []:
+            if owner.get("kind") == "RemediationRequest":
+                self.controller.enqueue(f"{meta.get('namespace', '')}/{owner.get('name')}")
+
+    # -- reconcile -------------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result:
+        body = self.rrs.get(key)
+        if body is None:
+            return Result.done()
+        try:
+            rr = self.rrs.parsed(body, _parse_rr)
+        except ValidationError as exc:
+            log.error("RemediationRequest %s cannot be read: %s", key, exc.errors()[0]["msg"])
+            return Result.done()
+        if rr.metadata.deletion_timestamp is not None:
+            return Result.done()
+        phase = rr.status.overall_phase
+        started = self.clock()
+        namespace = rr.metadata.namespace
+        try:
+            return await self._reconcile(rr)
+        finally:
+            label = phase.value if phase else "New"
+            RO_RECONCILE_TOTAL.labels(namespace=namespace, phase=label).inc()
+            RO_RECONCILE_DURATION.labels(namespace=namespace, phase=label).observe(
+                (self.clock() - started).total_seconds()
+            )
+
+    async def _reconcile(self, rr: RemediationRequest) -> Result:
+        now = self.clock()
+        phase = rr.status.overall_phase
+        if phase is None:
+            status = rem.build_initial_status(rr, now)
+            await self._record(rr, status, "orchestrator.lifecycle.started", "pending", {}, now)
+            await self._write(rr, status)
+            return Result.after(0)
+        if rr.is_terminal:
+            return await self._mirror_notification(rr)
+        timeout = rem.decide_timeout(rr, now, self.settings.timeouts)
+        if timeout is not None:
+            return await self._time_out(rr, timeout)
+        match phase:
+            case Phase.PENDING:
+                return await self._route_pending(rr)
+            case Phase.ANALYZING:
+                return await self._analyze(rr)
+            case Phase.EXECUTING:
+                return await self._executing(rr)
+            case Phase.BLOCKED:
+                return await self._blocked(rr)
+        return Result.done()  # Processing and AwaitingApproval are not used by this orchestrator
+
+    async def _route_pending(self, rr: RemediationRequest) -> Result:
+        now = self.clock()
+        decision = self._route(rr, workflow_id="", stage=RoutingStage.PENDING)
+        if decision.kind == DecisionKind.BLOCK:
+            return await self._block(rr, decision, Phase.PENDING, "")
+        status = rem.build_analyzing_status(rr, now)
+        await self._transitioned(rr, status, Phase.PENDING, now)
+        return Result.after(0)
+
+    async def _analyze(self, rr: RemediationRequest) -> Result:
+        now = self.clock()
+        catalog = [self.catalog.parsed(body, _parse_workflow) for body in self.catalog.all()]
+        selected = select_workflow(rr, catalog)
+        if isinstance(selected, SelectionFailure):
+            status = rem.build_failed_status(
+                rr,
+                now,
+                failure_phase=rem.FAILURE_PHASE_ANALYSIS,
+                failure_reason=selected.message,
+                message=selected.message,
+            )
+            status.requires_manual_review = True
+            status = await self._notify(
+                rr,
+                status,
+                rem.build_manual_review_notification(
+                    rr,
+                    rem.ManualReview(
+                        source="WorkflowSelection",
+                        reason="WorkflowNotFound",
+                        message=selected.message,
+                        priority="high",
+                    ),
+                ),
+                "WorkflowSelection",
+                "WorkflowNotFound",
+            )
+            await self._finish(rr, status, now, Phase.ANALYZING)
+            return Result.done()
+        decision = self._route(rr, workflow_id=selected.workflow_id, stage=RoutingStage.ANALYZING)
+        if decision.kind == DecisionKind.BLOCK:
+            return await self._block(rr, decision, Phase.ANALYZING, selected.workflow_id)
+        if decision.kind == DecisionKind.FAIL:
+            return await self._previous_execution_failed(rr, decision, selected.workflow_id)
+        manifest = rem.build_workflow_execution(rr, selected)
+        created = await self._create_execution(rr, manifest)
+        if created is None:
+            return Result.after(5)
+        status = rem.build_executing_status(rr, manifest["metadata"]["name"], selected, now)
+        RO_CHILD_CREATIONS.labels(child_type="WorkflowExecution", namespace=rr.metadata.namespace).inc()
+        await self._transitioned(rr, status, Phase.ANALYZING, now)
+        return Result.after(SAFETY_RESYNC.total_seconds())
+
+    async def _executing(self, rr: RemediationRequest) -> Result:
+        now = self.clock()
+        ref = rr.status.workflow_execution_ref
+        name = ref.name if ref else rem.build_child_name("we-", rr.metadata.name)
+        body = self.wfes.get(f"{rr.metadata.namespace}/{name}") or await self._fetch_execution(rr, name)
+        if body is None:
+            status = rem.build_failed_status(
+                rr,
+                now,
+                failure_phase=rem.FAILURE_PHASE_WORKFLOW_EXECUTION,
+                failure_reason="WorkflowExecution not found",
+            )
+            await self._finish(rr, status, now, Phase.EXECUTING)
+            return Result.done()
+        wfe = self.wfes.parsed(body, _parse_wfe)
+        if wfe.phase == WorkflowExecutionPhase.COMPLETED:
+            await self._finish(rr, rem.build_completed_status(rr, now), now, Phase.EXECUTING)
+            return Result.done()
+        if wfe.phase != WorkflowExecutionPhase.FAILED:
+            return Result.after(SAFETY_RESYNC.total_seconds())
+        details = wfe.status.failure_details
+        was_execution = bool(details and details.was_execution_failure)
+        target = build_rr_target(rr)
+        count, next_allowed = compute_target_backoff(self._executions_on(target), target, now, self.routing)
+        status = rem.build_workflow_failed_status(
+            rr,
+            now,
+            summary=details.natural_language_summary if details else None,
+            was_execution_failure=was_execution,
+            failure_count=count,
+            next_allowed=next_allowed,
+        )
+        if was_execution and details is not None:
+            status = await self._notify(
+                rr,
+                status,
+                rem.build_manual_review_notification(
+                    rr,
+                    rem.ManualReview(
+                        source="WorkflowExecution",
+                        reason="ExecutionFailure",
+                        message=details.message,
+                        priority="critical",
+                        previous_execution=wfe.metadata.name,
+                        last_exit_code=details.exit_code,
+                    ),
+                ),
+                "WorkflowExecution",
+                "ExecutionFailure",
+            )
+        await self._finish(rr, status, now, Phase.EXECUTING)
+        return Result.done()
+
+    async def _blocked(self, rr: RemediationRequest) -> Result:
+        now = self.clock()
+        original: RemediationRequest | None = None
+        original_exists = True
+        if rr.status.block_reason == BlockReason.DUPLICATE_IN_PROGRESS and rr.status.duplicate_of:
+            original_body = self.rrs.get(f"{rr.metadata.namespace}/{rr.status.duplicate_of}")
+            original_exists = original_body is not None
+            original = self.rrs.parsed(original_body, _parse_rr) if original_body else None
+        target = build_rr_target(rr)
+        decision = decide_blocked(
+            rr,
+            original=original,
+            original_exists=original_exists,
+            same_target=self._executions_on(target),
+            lock=self._lock_on(target),
+            now=now,
+        )
+        match decision.action:
+            case BlockedAction.STAY:
+                if decision.requeue_after is None:
+                    return Result.done()
+                return Result.after(decision.requeue_after.total_seconds())
+            case BlockedAction.RESUME:
+                status = rem.build_resumed_status(rr)
+                await self._transitioned(rr, status, Phase.BLOCKED, now)
+                return Result.after(0)
+            case BlockedAction.COMPLETE:
+                await self._finish(rr, rem.build_completed_status(rr, now, from_duplicate=True), now, Phase.BLOCKED)
+                return Result.done()
+            case BlockedAction.FAIL:
+                status = rem.build_failed_status(
+                    rr, now, failure_phase=decision.failure_phase, failure_reason=decision.failure_reason
+                )
+                if decision.failure_phase == rem.FAILURE_PHASE_BLOCKED:
+                    RO_BLOCKED_COOLDOWN_EXPIRED.inc()
+                await self._finish(rr, status, now, Phase.BLOCKED)
+                return Result.done()
+        return Result.done()  # pragma: no cover
+
+    async def _block(
+        self, rr: RemediationRequest, decision: RoutingDecision, from_phase: Phase, workflow_id: str
+    ) -> Result:
+        now = self.clock()
+        status = rem.build_blocked_status(rr, decision, from_phase)
+        data = rem.build_blocked_event_data(rr, decision, from_phase, Phase.BLOCKED, workflow_id, now)
+        await self._record(rr, status, "orchestrator.routing.blocked", "pending", data, now)
+        if decision.reason == BlockReason.CONSECUTIVE_FAILURES and self._first_exhausted_block(rr):
+            status = await self._notify(
+                rr,
+                status,
+                rem.build_manual_review_notification(
+                    rr,
+                    rem.ManualReview(
+                        source="RemediationOrchestrator",
+                        reason="ExhaustedRetries",
+                        message=decision.message,
+                        priority="critical",
+                        retry_count=decision.consecutive_failure_count or None,
+                        max_retries=self.routing.consecutive_failure_threshold,
+                    ),
+                ),
+                "RemediationOrchestrator",
+                "ExhaustedRetries",
+            )
+        await self._write(rr, status)
+        namespace = rr.metadata.namespace
+        RO_BLOCKED_TOTAL.labels(namespace=namespace, reason=decision.reason).inc()
+        if decision.duplicate_of:
+            RO_DUPLICATES_SKIPPED.labels(skip_reason="DuplicateInProgress", namespace=namespace).inc()
+        RO_PHASE_TRANSITIONS.labels(from_phase=from_phase.value, to_phase="Blocked", namespace=namespace).inc()
+        if decision.requeue_after is None:
+            return Result.done()
+        return Result.after(decision.requeue_after.total_seconds())
+
+    def _first_exhausted_block(self, rr: RemediationRequest) -> bool:
+        """One ExhaustedRetries notification per streak: none if another request already carries one."""
+        for body in self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint):
+            other = self.rrs.parsed(body, _parse_rr)
+            if other.metadata.uid != rr.metadata.uid and other.status.block_reason == BlockReason.CONSECUTIVE_FAILURES:
+                return False
+        return True
+
+    async def _previous_execution_failed(
+        self, rr: RemediationRequest, decision: RoutingDecision, workflow_id: str
+    ) -> Result:
+        now = self.clock()
+        status = rem.build_previous_execution_failed_status(rr, decision, now)
+        data = rem.build_blocked_event_data(rr, decision, Phase.ANALYZING, Phase.FAILED, workflow_id, now)
+        await self._record(rr, status, "orchestrator.routing.blocked", "pending", data, now)
+        status = await self._notify(
+            rr,
+            status,
+            rem.build_manual_review_notification(
+                rr,
+                rem.ManualReview(
+                    source="WorkflowExecution",
+                    reason="PreviousExecutionFailed",
+                    message=decision.message,
+                    priority="critical",
+                    previous_execution=decision.blocking_workflow_execution,
+                ),
+            ),
+            "WorkflowExecution",
+            "PreviousExecutionFailed",
+        )
+        await self._finish(rr, status, now, Phase.ANALYZING)
+        return Result.done()
+
+    async def _time_out(self, rr: RemediationRequest, timeout: rem.TimeoutDecision) -> Result:
+        now = self.clock()
+        status = rem.build_timed_out_status(rr, timeout, now)
+        status = await self._notify(rr, status, rem.build_timeout_notification(rr, timeout), "", "")
+        RO_TIMEOUTS.labels(phase=timeout.phase, namespace=rr.metadata.namespace).inc()
+        await self._finish(rr, status, now, rr.status.overall_phase or Phase.PENDING)
+        return Result.done()
+
+    async def _mirror_notification(self, rr: RemediationRequest) -> Result:
+        refs = rr.status.notification_request_refs or []
+        if not refs:
+            return Result.done()
+        ref = refs[-1]
+        body = self.notifications.get(f"{ref.namespace or rr.metadata.namespace}/{ref.name}")
+        if body is None and not self.notifications.synced.is_set():
+            return Result.done()
+        raw = (body or {}).get("status", {}).get("phase")
+        phase = NotificationPhase(raw) if raw in NotificationPhase._value2member_map_ else None
+        status = rem.build_notification_mirror(rr, phase, body is None, self.clock())
+        await self._write(rr, status)
+        return Result.done()
+
+    # -- shared steps ----------------------------------------------------------------------------
+
+    def _route(self, rr: RemediationRequest, *, workflow_id: str, stage: RoutingStage) -> RoutingDecision:
+        target = build_rr_target(rr)
+        same_fingerprint = [
+            self.rrs.parsed(body, _parse_rr)
+            for body in self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint)
+        ]
+        return decide_routing(
+            rr,
+            workflow_id=workflow_id,
+            stage=stage,
+            same_fingerprint=same_fingerprint,
+            same_target=self._executions_on(target),
+            lock=self._lock_on(target),
+            now=self.clock(),
+            config=self.routing,
+        )
+
+    def _executions_on(self, target: str) -> list[WorkflowExecution]:
+        return [self.wfes.parsed(body, _parse_wfe) for body in self.wfes.by_index(TARGET_INDEX, target)]
+
+    def _lock_on(self, target: str) -> LockHolder | None:
+        name = build_lock_name(target)
+        body = self.pipelineruns.get(f"{self.exec_namespace}/{name}")
+        if body is None:
+            return None
+        namespace, wfe = parse_owner(body)
+        return LockHolder(pipeline_run=name, workflow_execution=wfe, namespace=namespace)
+
+    async def _transitioned(
+        self, rr: RemediationRequest, status: RemediationRequestStatus, from_phase: Phase, now: datetime
+    ) -> None:
+        to_phase = status.overall_phase or Phase.PENDING
+        data = {"from_phase": from_phase.value, "to_phase": to_phase.value}
+        await self._record(rr, status, "orchestrator.phase.transitioned", "success", data, now)
+        await self._write(rr, status)
+        RO_PHASE_TRANSITIONS.labels(
+            from_phase=from_phase.value, to_phase=to_phase.value, namespace=rr.metadata.namespace
+        ).inc()
+
+    async def _finish(
+        self, rr: RemediationRequest, status: RemediationRequestStatus, now: datetime, from_phase: Phase
+    ) -> None:
+        """A terminal transition: lifecycle.completed audit, then the status write."""
+        to_phase = status.overall_phase or Phase.FAILED
+        success = to_phase == Phase.COMPLETED
+        data: dict[str, Any] = {
+            "outcome": status.outcome.value if success and status.outcome else to_phase.value,
+            "duration_ms": rem.duration_ms(rr, now),
+        }
+        if not success:
+            data["failure_phase"] = status.failure_phase or (status.timeout_phase and rem.FAILURE_PHASE_TIMEOUT) or ""
+            data["failure_reason"] = status.failure_reason or status.message or to_phase.value
+        await self._record(
+            rr, status, "orchestrator.lifecycle.completed", "success" if success else "failure", data, now
+        )
+        await self._write(rr, status)
+        RO_PHASE_TRANSITIONS.labels(
+            from_phase=from_phase.value, to_phase=to_phase.value, namespace=rr.metadata.namespace
+        ).inc()
+
+    async def _record(
+        self,
+        rr: RemediationRequest,
+        status: RemediationRequestStatus,
+        event_type: str,
+        outcome: str,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        event: AuditEvent = rem.build_rr_event(rr, status, event_type, outcome, data, now)
+        try:
+            await self.audit.record(event)
+        except Exception as exc:  # audit failures are logged and never change routing
+            log.warning("Audit event %s for %s not recorded: %s", event_type, rr.key, exc)
+
+    async def _write(self, rr: RemediationRequest, status: RemediationRequestStatus) -> None:
+        current = self.rrs.get(rr.key) or {}
+        patch = build_merge_patch(current.get("status") or {}, status.to_wire())
+        if not patch:
+            return
+        updated = await patch_status(
+            self.client,
+            RemediationRequestResource,
+            rr.metadata.name,
+            rr.metadata.namespace,
+            patch,
+            resource_version=rr.metadata.resource_version,
+        )
+        self.rrs.upsert(updated.to_dict())
+
+    async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body | None:
+        """Create `we-<rr>` (idempotent: an existing one owned by this request is reused)."""
+        name = manifest["metadata"]["name"]
+        try:
+            created = await self.client.create(WorkflowExecutionResource(manifest))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+            existing = await self._fetch_execution(rr, name)
+            if existing is None:
+                return None
+            owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+            if not any(owner.get("uid") == rr.metadata.uid for owner in owners):
+                raise RuntimeError(f"WorkflowExecution {name} exists and belongs to another request") from exc
+            return existing
+        body: Body = created.to_dict()
+        self.wfes.upsert(body)
+        return body
+
+    async def _fetch_execution(self, rr: RemediationRequest, name: str) -> Body | None:
+        try:
+            found = await self.client.get(WorkflowExecutionResource, name, namespace=rr.metadata.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        body: Body = found.to_dict()
+        self.wfes.upsert(body)
+        return body
+
+    async def _notify(
+        self,
+        rr: RemediationRequest,
+        status: RemediationRequestStatus,
+        manifest: dict[str, Any],
+        source: str,
+        reason: str,
+    ) -> RemediationRequestStatus:
+        """Create the notification (one per name) and reference it; errors never stop the transition."""
+        name = manifest["metadata"]["name"]
+        try:
+            created = await self.client.create(NotificationRequestResource(manifest))
+            manifest["metadata"]["uid"] = created.metadata.uid
+            if source:
+                RO_MANUAL_REVIEW.labels(
+                    source=source, reason=reason, sub_reason="none", namespace=rr.metadata.namespace
+                ).inc()
+        except ApiError as exc:
+            if exc.status.code != 409:
+                log.warning("Notification %s for %s not created: %s", name, rr.key, exc.status.message)
+                return status
+            try:
+                existing = await self.client.get(NotificationRequestResource, name, namespace=rr.metadata.namespace)
+                manifest["metadata"]["uid"] = existing.metadata.uid
+            except ApiError:
+                pass
+        status = rem.with_notification_ref(status, manifest)
+        status.notification_status = status.notification_status or NotificationStatus.PENDING
+        return status
+
+
+def setup(manager: Manager) -> Orchestrator:
+    return Orchestrator(manager)
