@@ -422,11 +422,11 @@ class Orchestrator:
         await self._finish(rr, status, now, Phase.ANALYZING)
         return Result.done()
 
-    async def _time_out(self, rr: RemediationRequest, timeout: rem.TimeoutDecision) -> Result:
+    async def _time_out(self, rr: RemediationRequest, decision: rem.TimeoutDecision) -> Result:
         now = self.clock()
-        status = rem.build_timed_out_status(rr, timeout, now)
-        status = await self._notify(rr, status, rem.build_timeout_notification(rr, timeout), "", "")
-        RO_TIMEOUTS.labels(phase=timeout.phase, namespace=rr.metadata.namespace).inc()
+        status = rem.build_timed_out_status(rr, decision, now)
+        status = await self._notify(rr, status, rem.build_timeout_notification(rr, decision), "", "")
+        RO_TIMEOUTS.labels(phase=decision.phase, namespace=rr.metadata.namespace).inc()
         await self._finish(rr, status, now, rr.status.overall_phase or Phase.PENDING)
         return Result.done()
 
