@@ -15,6 +15,8 @@ from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
 
+pytest_plugins = ["tests.conftest_postgres"]
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:

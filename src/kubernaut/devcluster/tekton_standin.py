@@ -18,6 +18,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
 from kubernaut.devcluster.behaviour import (
+    Behaviour,
     BundleError,
     Outcome,
     TaskPlan,
@@ -192,31 +193,18 @@ class TektonStandIn:
             )
             return
         if bundle and not is_standin_bundle(bundle):
-            log.info("Tekton stand-in: bundle %s is not a stand-in bundle; %s succeeds after 1s", bundle, name)
+            log.info("Tekton stand-in: bundle %s is not a stand-in bundle; %s plays one succeeding task", bundle, name)
         plan = build_plan(behaviour)
 
-        if behaviour.outcome is Outcome.IMAGEPULL:  # fails while resolving: never starts, no startTime
-            origin = parse_rfc3339(pipelinerun["metadata"]["creationTimestamp"])
-            if parse_succeeded_condition(status) is None:
-                await self._patch_pipelinerun(name, {"conditions": [build_resolving_condition(self._clock())]})
-        elif status.get("startTime"):
-            origin = parse_rfc3339(status["startTime"])
-        else:
-            origin = self._clock()
-            running = build_running_condition(behaviour, 0, origin)
-            await self._patch_pipelinerun(
-                name, {"startTime": format_rfc3339(origin), "conditions": [running], "childReferences": []}
-            )
-            status = {"conditions": [running], "childReferences": []}
-
-        shown = (status.get("childReferences") or [], (parse_succeeded_condition(status) or {}).get("message"))
+        origin = await self._start(pipelinerun, behaviour)
+        listed = len(status.get("childReferences") or [])
         for task in plan.tasks:
             taskrun = await self._ensure_taskrun(pipelinerun, task)
-            running = build_running_condition(behaviour, task.index - 1, self._clock())
-            wanted = (build_child_references(name, task.index), running["message"])
-            if wanted != shown:
-                await self._patch_pipelinerun(name, {"conditions": [running], "childReferences": wanted[0]})
-                shown = wanted
+            if task.index > listed:  # never shrink what is shown (a restart walks the finished tasks again)
+                running = build_running_condition(behaviour, task.index - 1, self._clock())
+                references = build_child_references(name, task.index)
+                await self._patch_pipelinerun(name, {"conditions": [running], "childReferences": references})
+                listed = task.index
             if is_done(taskrun.get("status")):
                 continue
             await self._sleep_until(origin + task.ends_after)
@@ -236,6 +224,22 @@ class TektonStandIn:
             condition["reason"],
             condition["message"],
         )
+
+    async def _start(self, pipelinerun: dict[str, Any], behaviour: Behaviour) -> datetime:
+        """Mark the run started (unless it already is) and return when it started."""
+        name, status = pipelinerun["metadata"]["name"], pipelinerun.get("status") or {}
+        if behaviour.outcome is Outcome.IMAGEPULL:  # fails while resolving: never starts, no startTime
+            if parse_succeeded_condition(status) is None:
+                await self._patch_pipelinerun(name, {"conditions": [build_resolving_condition(self._clock())]})
+            return parse_rfc3339(pipelinerun["metadata"]["creationTimestamp"])
+        if status.get("startTime"):
+            return parse_rfc3339(status["startTime"])
+        now = self._clock()
+        running = build_running_condition(behaviour, 0, now)
+        await self._patch_pipelinerun(
+            name, {"startTime": format_rfc3339(now), "conditions": [running], "childReferences": []}
+        )
+        return now
 
     async def _ensure_taskrun(self, pipelinerun: dict[str, Any], task: TaskPlan) -> dict[str, Any]:
         """Create the TaskRun, or take the one that exists (never a second one); mark it running."""
