@@ -1,5 +1,6 @@
 """Rendering the Tekton PipelineRun that runs a WorkflowExecution (and is the lock on its target)."""
 
+import re
 from typing import Any
 
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
@@ -11,6 +12,7 @@ LABEL_TARGET_RESOURCE = "kubernaut.ai/target-resource"
 LABEL_SOURCE_NAMESPACE = "kubernaut.ai/source-namespace"
 ANNOTATION_TARGET_RESOURCE = "kubernaut.ai/target-resource"
 TEKTON_API_VERSION = "tekton.dev/v1"
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account: str) -> dict[str, Any]:
@@ -51,8 +53,9 @@ def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account
 
 
 def build_label_value(value: str) -> str:
-    """Label values are at most 63 characters."""
-    return value[:63].rstrip("-_.")
+    """A valid label value: unsafe characters become `_`, at most 63 characters, alphanumeric at both
+    ends (an invalid label would make the API server reject the PipelineRun and fail the run)."""
+    return _LABEL_UNSAFE.sub("_", value).lstrip("-_.")[:63].rstrip("-_.")
 
 
 def parse_owner(pipelinerun: dict[str, Any]) -> tuple[str, str]:
