@@ -182,6 +182,7 @@ class AuditWriter:
         self._closing.set()
         if self._committer is not None:
             await self._committer
+        self._wake.set()
         if self._flusher is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._flusher), self._close_timeout)
