@@ -61,7 +61,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("kopf", "httpx", "httpcore", "aiohttp.access"):
+    for noisy in ("kopf", "httpx", "httpx2", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,29 +1,46 @@
 """`kubernaut dev up`: the control plane, CRDs, sample catalog, Tekton stand-in and controllers."""
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from kubernaut.audit.factory import open_audit_sink
 from kubernaut.config import Settings
+from kubernaut.controllers.manager import build_manager
 from kubernaut.devcluster.controlplane import ControlPlane, write_endpoints
+from kubernaut.devcluster.tekton_standin import TektonStandIn
+from kubernaut.gateway.server import GatewayServer
+from kubernaut.gateway.token import write_token_file
 from kubernaut.kube.client import apply_objects, install_crds, load_manifests, make_client
+from kubernaut.metrics import start_metrics_server
 from kubernaut.paths import crd_paths, samples_dir
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_namespace(client: object, name: str) -> None:
+async def ensure_namespace(client: AsyncClient, name: str) -> None:
     try:
-        await client.create(Namespace(metadata=ObjectMeta(name=name)))  # type: ignore[attr-defined]
+        await client.create(Namespace(metadata=ObjectMeta(name=name)))
     except ApiError as exc:
         if exc.status.code != 409:
             raise
+
+
+def dev_settings(settings: Settings, state_dir: Path) -> Settings:
+    """The local default keeps its SQLite audit store under the state dir unless the config names one."""
+    if "url" in settings.audit.model_fields_set:
+        return settings
+    audit = settings.audit.model_copy(update={"url": f"sqlite:///{state_dir / 'audit.db'}"})
+    return settings.model_copy(update={"audit": audit})
 
 
 async def run_dev_up(
@@ -33,32 +50,98 @@ async def run_dev_up(
     controllers: tuple[str, ...],
     tekton_standin: bool,
     announce: Callable[[str], None],
+    stop: asyncio.Event | None = None,
 ) -> None:
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    settings = dev_settings(settings, state_dir)
 
     announce("Starting the local control plane (etcd + kube-apiserver)...")
     plane = await asyncio.to_thread(ControlPlane(state_dir, fsync=True).start)
+    client = make_client(plane.kubeconfig)
+    tasks: list[asyncio.Task[Any]] = []
     try:
-        client = make_client(plane.kubeconfig)
         await install_crds(client, crd_paths())
         await ensure_namespace(client, settings.execution.namespace)
         await apply_objects(client, load_manifests([samples_dir()]))
-        endpoints = {"apiserver": plane.url}
-        write_endpoints(state_dir, endpoints)
-        announce(
-            f"[green]Ready.[/green] API server {plane.url}\n"
-            f"  export KUBECONFIG={plane.kubeconfig}\n"
-            f"  kubectl get remediationworkflows,remediationrequests,workflowexecutions -A\n"
-            f"Endpoints: {state_dir / 'endpoints.json'}. Press Ctrl-C to stop."
-        )
-        if not tekton_standin:
-            announce("Tekton stand-in disabled (--no-tekton-standin): PipelineRuns will not progress.")
-        if not controllers:
-            announce("Controllers disabled (--no-controllers).")
-        await stop.wait()
+        endpoints = {"apiserver": plane.url, "kubeconfig": str(plane.kubeconfig)}
+        async with contextlib.AsyncExitStack() as stack:
+            if tekton_standin:
+                standin = TektonStandIn(client, settings.execution.namespace)
+                tasks.append(asyncio.create_task(standin.run(stop), name="tekton-standin"))
+            ready = asyncio.Event()
+            if controllers:
+                audit = await stack.enter_async_context(open_audit_sink(settings.audit, state_dir))
+                manager = build_manager(settings, kubeconfig=plane.kubeconfig, controllers=controllers, audit=audit)
+                stack.push_async_callback(manager.client.close)
+                tasks.append(asyncio.create_task(manager.run(stop, ready), name="controllers"))
+                runner, metrics_url = await start_metrics_server("127.0.0.1", 0, ready.is_set)
+                stack.push_async_callback(runner.cleanup)
+                endpoints["metrics"] = f"{metrics_url}/metrics"
+                endpoints["audit"] = settings.audit.url
+            gateway = await _start_gateway(client, settings, state_dir, stack)
+            endpoints.update(gateway)
+            write_endpoints(state_dir, endpoints)
+            if controllers:
+                await _wait_ready(ready, tasks)
+            announce(_ready_text(plane, state_dir, endpoints, controllers, tekton_standin))
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            announce("Stopping...")
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        announce("Stopping...")
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
         await asyncio.to_thread(plane.stop)
+
+
+async def _wait_ready(ready: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=60)
+    waiter.cancel()
+    for task in tasks:
+        if task.done() and task.exception():
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _start_gateway(
+    client: AsyncClient, settings: Settings, state_dir: Path, stack: contextlib.AsyncExitStack
+) -> dict[str, str]:
+    """The Alertmanager intake, with a generated bearer token for local use."""
+    token_file = state_dir / "gateway-token"
+    token = write_token_file(token_file)
+    config = settings.gateway.model_copy(
+        update={"bearer_token_file": str(token_file), "bearer_token_secret": "", "listen": "127.0.0.1:0"}
+    )
+    await ensure_namespace(client, config.namespace)
+    server = GatewayServer(client, config)
+    url = await server.start()
+    stack.push_async_callback(server.stop)
+    return {"gateway": url, "gatewayToken": token}
+
+
+def _ready_text(
+    plane: ControlPlane, state_dir: Path, endpoints: dict[str, str], controllers: tuple[str, ...], standin: bool
+) -> str:
+    lines = [
+        f"[green]Ready.[/green] API server {plane.url}",
+        f"  export KUBECONFIG={plane.kubeconfig}",
+        "  kubectl get remediationworkflows",
+        "  kubectl apply -f config/samples/requests/crashloop-api.yaml   # then: kubernaut get remediations",
+        f"Endpoints: {state_dir / 'endpoints.json'}",
+    ]
+    if "metrics" in endpoints:
+        lines.append(f"Metrics: {endpoints['metrics']}")
+    if "gateway" in endpoints:
+        lines.append(f"Alertmanager webhook: {endpoints['gateway']}/api/v1/signals/alertmanager")
+    lines.append(
+        f"Controllers: {', '.join(controllers) or 'none (--no-controllers)'}; Tekton stand-in: "
+        f"{'on' if standin else 'off (--no-tekton-standin): PipelineRuns will not progress'}"
+    )
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)

@@ -131,7 +131,8 @@ class Manager:
             )
             if ready is not None:
                 ready.set()
-            await stop.wait()
+            # kopf takes over SIGINT/SIGTERM once it runs: when it stops on a signal, so does everything.
+            await asyncio.wait([operator, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.set()
             for task in tasks:
