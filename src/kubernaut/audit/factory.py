@@ -51,8 +51,8 @@ async def open_audit_store(
             store = await PostgresAuditStore.open(url, connect_timeout=connect_timeout)
         else:
             raise ConfigError(f"audit.url {redact_url(url)!r}: only sqlite:/// and postgresql:// URLs name a store")
-    except AuditError as exc:
-        raise ConfigError(f"audit.url {redact_url(url)!r}: {exc}") from None
+    except AuditError as exc:  # its message names the URL or path
+        raise ConfigError(f"audit.url: {exc}") from None
     try:
         yield store
     finally:
