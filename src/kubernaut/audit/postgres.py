@@ -145,6 +145,10 @@ class PostgresAuditStore:
         async with self._reset_lock:
             if self._healthy and self._pool is not None:
                 return self._pool
+            if self._pool is not None:
+                # Stop the broken pool's own reconnection attempts; a fresh pool replaces it below.
+                broken, self._pool = self._pool, None
+                await broken.close(timeout=1.0)
             try:
                 # A direct probe fails at once while the server is down; a fresh pool would wait out its timeout.
                 probe = await AsyncConnection.connect(self.url, connect_timeout=max(1, round(self._connect_timeout)))
@@ -153,9 +157,7 @@ class PostgresAuditStore:
                 await pool.open(wait=True, timeout=self._connect_timeout)
             except (psycopg.Error, OSError) as exc:
                 raise AuditError(f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}") from exc
-            old, self._pool, self._healthy = self._pool, pool, True
-            if old is not None:
-                await old.close(timeout=0)
+            self._pool, self._healthy = pool, True
             return pool
 
     async def _migrate(self) -> None:

@@ -90,7 +90,9 @@ class AuditWriter:
             batch, self._pending = self._pending, []
             try:
                 accepted = await asyncio.to_thread(self._outbox.put, [event for event, _ in batch])
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # whatever it is, every waiting record() must hear of it
+                if not isinstance(exc, sqlite3.Error | OSError):
+                    log.exception("Unexpected error writing the audit outbox %s", self.outbox_path)
                 error = AuditError(f"cannot write the audit outbox {self.outbox_path}: {exc}")
                 for _, done in batch:
                     if not done.done():
@@ -131,7 +133,12 @@ class AuditWriter:
                 if self._closing.is_set():
                     return
                 continue
-            if await self._deliver_batch():
+            try:
+                delivered = await self._deliver_batch()
+            except Exception:  # delivery must outlive any single failure
+                log.exception("Unexpected error delivering audit events from %s", self.outbox_path)
+                delivered = False
+            if delivered:
                 retry = self._retry_initial
                 continue
             # Exponential back-off, capped so that delivery resumes within seconds of the store's return.
