@@ -21,8 +21,8 @@ setup: $(STAMP) controlplane ## Create .venv with the package and tools; build o
 controlplane: $(STAMP) ## Build kube-apiserver and etcd once into ~/.cache/kubernaut (or use KUBEBUILDER_ASSETS)
 	$(BIN)/python -m kubernaut.devcluster.binaries
 
-demo: setup ## Run the whole system on the embedded local default (Ctrl-C stops it)
-	$(BIN)/kubernaut dev up
+demo: setup ## Run the whole system on the embedded local default and play the demo story (Ctrl-C stops it)
+	$(BIN)/kubernaut dev up --demo --config config/dev/demo.yaml
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check src tests bench

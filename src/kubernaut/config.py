@@ -109,6 +109,73 @@ class AuditConfig(Section):
         return value
 
 
+class LeaderElectionConfig(Section):
+    """One active replica per Lease; the others keep warm caches and take over when it goes."""
+
+    enabled: bool = Field(default=False, description="Reconcile only while holding the Lease.")
+    namespace: str = Field(default="kubernaut-system", min_length=1, description="Where the Lease lives.")
+    lease_name: str = Field(default="", description="Lease name; empty: kubernaut-<controllers joined by '-'>.")
+    lease_duration: Duration = Field(
+        default=timedelta(seconds=15), description="How long a standby waits after the last renewal seen."
+    )
+    renew_deadline: Duration = Field(
+        default=timedelta(seconds=10), description="The leader stops reconciling if it cannot renew within this."
+    )
+    retry_period: Duration = Field(default=timedelta(seconds=2), description="Interval of acquire and renew tries.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LeaderElectionConfig":
+        if not timedelta(0) < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("need 0 < retryPeriod < renewDeadline < leaseDuration")
+        return self
+
+
+class AdmissionWebhookConfig(Section):
+    """The HTTPS admission webhook (identity of block clearance, validation of our kinds)."""
+
+    address: str = Field(default="", description="host:port to serve on, e.g. 0.0.0.0:9443; empty: not served.")
+    cert_dir: str = Field(
+        default="/tmp/k8s-webhook-server/serving-certs", description="Directory holding tls.crt and tls.key."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _listen_address(value) if value else value
+
+
+class ManagerConfig(Section):
+    """How `kubernaut run` runs: probes and metrics, leader election, shutdown, admission webhook."""
+
+    metrics_address: str = Field(
+        default="0.0.0.0:9090", description="host:port of /metrics, /healthz and /readyz; empty: not served."
+    )
+    shutdown_grace_period: Duration = Field(
+        default=timedelta(seconds=25), description="After SIGTERM the process exits within this, whatever happens."
+    )
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    admission_webhook: AdmissionWebhookConfig = AdmissionWebhookConfig()
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _listen_address(value) if value else value
+
+    @field_validator("shutdown_grace_period")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
+def _listen_address(value: str) -> str:
+    match = _LISTEN.match(value)
+    if not match or int(match.group("port")) > 65535:
+        raise ValueError("expected host:port, e.g. 0.0.0.0:9090 or 127.0.0.1:0")
+    return value
+
+
 _SECRET_REF = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?:[-._a-zA-Z0-9]+$")
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d{1,5})$")
 
@@ -230,13 +297,38 @@ class NotifierConfig(Section):
         return value
 
 
+_CHANNELS = {"email", "slack", "teams", "sms", "webhook", "console", "file", "log"}
+
+
+class NotificationsConfig(Section):
+    """Channels of the notifications the orchestrator creates, by priority."""
+
+    critical: list[str] = Field(default_factory=lambda: ["slack", "email"])
+    high: list[str] = Field(default_factory=lambda: ["slack", "email"])
+    medium: list[str] = Field(default_factory=lambda: ["slack"])
+    low: list[str] = Field(default_factory=lambda: ["slack"])
+
+    @field_validator("critical", "high", "medium", "low")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - _CHANNELS)
+        if unknown or not value:
+            raise ValueError(f"channels must be a non-empty list of {', '.join(sorted(_CHANNELS))}")
+        return value
+
+    def for_priority(self, priority: str) -> list[str]:
+        return list(getattr(self, priority, self.medium))
+
+
 class Settings(Section):
+    manager: ManagerConfig = ManagerConfig()
     execution: ExecutionConfig = ExecutionConfig()
     routing: RoutingConfig = RoutingConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     audit: AuditConfig = AuditConfig()
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

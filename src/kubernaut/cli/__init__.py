@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from kubernaut.cli.audit import audit_app
+from kubernaut.cli.remediations import register as register_remediation_commands
 from kubernaut.config import Settings, load_settings
 from kubernaut.errors import ConfigError, ControlPlaneError
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 dev_app = typer.Typer(help="The embedded local default: a real control plane on this machine.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(audit_app, name="audit")
+register_remediation_commands(app)
 console = Console(stderr=True)
 
 ALL_CONTROLLERS = ("orchestrator", "executor", "notifier")
@@ -79,6 +81,13 @@ def dev_up(
         bool,
         typer.Option("--no-tekton-standin", help="Do not run the Tekton stand-in; PipelineRuns then stay unstarted."),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Play a scripted story of remediations (success, duplicate, busy target, cooldown, backoff, execution failure and clearing it) with a live table.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
     """Run the whole system locally: etcd + kube-apiserver, CRDs, the sample catalog, the
@@ -96,6 +105,7 @@ def dev_up(
                 controllers=() if no_controllers else ALL_CONTROLLERS,
                 tekton_standin=not no_tekton_standin,
                 announce=lambda text: console.print(text),
+                demo=demo,
             )
         )
     except ControlPlaneError as exc:

@@ -15,6 +15,8 @@ from lightkube.resources.core_v1 import Namespace
 
 from kubernaut.audit.factory import open_audit_sink
 from kubernaut.config import Settings
+from kubernaut.controllers.demo import NAMESPACE as DEMO_NAMESPACE
+from kubernaut.controllers.demo import run_story
 from kubernaut.controllers.manager import build_manager
 from kubernaut.devcluster.controlplane import ControlPlane, write_endpoints
 from kubernaut.devcluster.tekton_standin import TektonStandIn
@@ -51,6 +53,7 @@ async def run_dev_up(
     tekton_standin: bool,
     announce: Callable[[str], None],
     stop: asyncio.Event | None = None,
+    demo: bool = False,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,7 +90,11 @@ async def run_dev_up(
             if controllers:
                 await _wait_ready(ready, tasks)
             announce(_ready_text(plane, state_dir, endpoints, controllers, tekton_standin))
-            await asyncio.wait([asyncio.ensure_future(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+            services = list(tasks)  # the system runs until a signal, or until one of its parts ends
+            if demo:
+                await ensure_namespace(client, DEMO_NAMESPACE)
+                tasks.append(asyncio.create_task(run_story(client, stop, announce), name="demo"))
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), *services], return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             announce("Stopping...")
             await asyncio.gather(*tasks, return_exceptions=True)

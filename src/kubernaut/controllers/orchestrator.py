@@ -233,7 +233,7 @@ class Orchestrator:
             status = await self._notify(
                 rr,
                 status,
-                rem.build_manual_review_notification(
+                self._manual_review(
                     rr,
                     rem.ManualReview(
                         source="WorkflowSelection",
@@ -297,7 +297,7 @@ class Orchestrator:
             status = await self._notify(
                 rr,
                 status,
-                rem.build_manual_review_notification(
+                self._manual_review(
                     rr,
                     rem.ManualReview(
                         source="WorkflowExecution",
@@ -364,7 +364,7 @@ class Orchestrator:
             status = await self._notify(
                 rr,
                 status,
-                rem.build_manual_review_notification(
+                self._manual_review(
                     rr,
                     rem.ManualReview(
                         source="RemediationOrchestrator",
@@ -406,7 +406,7 @@ class Orchestrator:
         status = await self._notify(
             rr,
             status,
-            rem.build_manual_review_notification(
+            self._manual_review(
                 rr,
                 rem.ManualReview(
                     source="WorkflowExecution",
@@ -425,7 +425,15 @@ class Orchestrator:
     async def _time_out(self, rr: RemediationRequest, decision: rem.TimeoutDecision) -> Result:
         now = self.clock()
         status = rem.build_timed_out_status(rr, decision, now)
-        status = await self._notify(rr, status, rem.build_timeout_notification(rr, decision), "", "")
+        status = await self._notify(
+            rr,
+            status,
+            rem.build_timeout_notification(
+                rr, decision, self.settings.notifications.for_priority("critical" if decision.is_global else "high")
+            ),
+            "",
+            "",
+        )
         RO_TIMEOUTS.labels(phase=decision.phase, namespace=rr.metadata.namespace).inc()
         await self._finish(rr, status, now, rr.status.overall_phase or Phase.PENDING)
         return Result.done()
@@ -445,6 +453,10 @@ class Orchestrator:
         return Result.done()
 
     # -- shared steps ----------------------------------------------------------------------------
+
+    def _manual_review(self, rr: RemediationRequest, review: rem.ManualReview) -> dict[str, Any]:
+        channels = self.settings.notifications.for_priority(review.priority)
+        return rem.build_manual_review_notification(rr, review, channels)
 
     def _route(self, rr: RemediationRequest, *, workflow_id: str, stage: RoutingStage) -> RoutingDecision:
         target = build_rr_target(rr)

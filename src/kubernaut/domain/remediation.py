@@ -359,9 +359,12 @@ class ManualReview:
     max_retries: int | None = None
 
 
-def build_manual_review_notification(rr: RemediationRequest, review: ManualReview) -> dict[str, Any]:
+def build_manual_review_notification(
+    rr: RemediationRequest, review: ManualReview, channels: list[str] | None = None
+) -> dict[str, Any]:
     """`nr-manual-review-<rr>`: one per request, telling people what needs them and why."""
-    channels = ["slack", "email"] if review.priority in ("critical", "high") else ["slack"]
+    if channels is None:
+        channels = ["slack", "email"] if review.priority in ("critical", "high") else ["slack"]
     metadata = {"remediationRequest": rr.metadata.name, "source": review.source, "reason": review.reason}
     if review.sub_reason:
         metadata["subReason"] = review.sub_reason
@@ -400,7 +403,9 @@ def build_manual_review_notification(rr: RemediationRequest, review: ManualRevie
     )
 
 
-def build_timeout_notification(rr: RemediationRequest, decision: TimeoutDecision) -> dict[str, Any]:
+def build_timeout_notification(
+    rr: RemediationRequest, decision: TimeoutDecision, channels: list[str] | None = None
+) -> dict[str, Any]:
     if decision.is_global:
         name, priority = build_child_name("timeout-", rr.metadata.name), "critical"
     else:

@@ -1,0 +1,173 @@
+"""The scripted story `make demo` tells on the local default: one remediation of each kind.
+
+Each step creates RemediationRequests through the API, as Alertmanager or a person would; the
+live table shows what the orchestrator decided for each and why.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kubernaut.api.v1alpha1 import RemediationRequest
+from kubernaut.domain.duration import format_go_duration
+from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
+from kubernaut.kube.client import patch_object
+from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
+
+NAMESPACE = "demo"
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float  # seconds after the start
+    say: str
+    create: tuple[tuple[str, str, str, str, str], ...] = ()  # (rr name, signal, kind, target name, fingerprint seed)
+    clear_block_of: str = ""  # the RR whose failed WFE an operator clears
+
+
+STORY = (
+    Step(
+        0,
+        "A crash-looping Deployment: the catalog selects restart-deployment, which succeeds.",
+        (("checkout-crashloop", "KubePodCrashLooping", "Deployment", "checkout", "checkout-crash"),),
+    ),
+    Step(
+        1,
+        "The same alert again while it runs: a duplicate, it will share the original's outcome.",
+        (("checkout-crashloop-again", "KubePodCrashLooping", "Deployment", "checkout", "checkout-crash"),),
+    ),
+    Step(
+        2,
+        "Another signal on the same Deployment: the target is busy (its PipelineRun is the lock); it "
+        "waits, then meets the cooldown after the success, then runs by itself.",
+        (("checkout-errors", "HighErrorRate", "Deployment", "checkout", "checkout-errors"),),
+    ),
+    Step(
+        3,
+        "A NotReady node: cordon-node cannot even start (image pull): a failure before execution.",
+        (("worker-1-notready", "KubeNodeNotReady", "Node", "worker-1", "worker-1-a"),),
+    ),
+    Step(
+        12,
+        "The node alert fires again: the target is in exponential back-off after that failure.",
+        (("worker-1-notready-again", "KubeNodeNotReady", "Node", "worker-1", "worker-1-b"),),
+    ),
+    Step(
+        14,
+        "A stuck rollout: rollback-deployment fails during execution (task 2, exit 1); a person must "
+        "review it (a manual-review notification is created).",
+        (("payments-stuck", "KubeDeploymentRolloutStuck", "Deployment", "payments", "payments-a"),),
+    ),
+    Step(
+        30,
+        "The rollout alert again: the previous run failed mid-execution, so nothing runs until a "
+        "person clears the block.",
+        (("payments-stuck-again", "KubeDeploymentRolloutStuck", "Deployment", "payments", "payments-b"),),
+    ),
+    Step(
+        36,
+        "An operator checked the cluster: `kubernaut clear-block we-payments-stuck --reason ...`.",
+        clear_block_of="payments-stuck",
+    ),
+    Step(
+        40,
+        "The next alert on the rollout runs the workflow again.",
+        (("payments-stuck-third", "KubeDeploymentRolloutStuck", "Deployment", "payments", "payments-c"),),
+    ),
+)
+
+
+def build_request(name: str, signal: str, kind: str, target: str, seed: str) -> dict[str, Any]:
+    namespaced = kind != "Node"
+    return {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationRequest",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "signalFingerprint": hashlib.sha256(seed.encode()).hexdigest(),
+            "signalName": signal,
+            "severity": "critical",
+            "targetResource": {"kind": kind, "name": target, **({"namespace": NAMESPACE} if namespaced else {})},
+            "source": "demo",
+        },
+    }
+
+
+def build_table(requests: list[RemediationRequest], now: datetime) -> Table:
+    table = Table(title="RemediationRequests (namespace demo)", show_edge=False, header_style="bold")
+    for column in ("NAME", "PHASE", "TARGET", "WHY", "WFE", "OUTCOME"):
+        table.add_column(column, overflow="fold")
+    for rr in requests:
+        status = rr.status
+        why = status.block_reason or status.skip_reason or status.failure_reason or ""
+        if status.blocked_until and status.overall_phase == "Blocked":
+            why += f" ({format_go_duration(max(status.blocked_until - now, now - now))} left)"
+        target = rr.spec.target_resource
+        table.add_row(
+            rr.metadata.name,
+            str(status.overall_phase or "New"),
+            f"{target.kind}/{target.name}",
+            why,
+            status.workflow_execution_ref.name if status.workflow_execution_ref else "",
+            str(status.outcome or ""),
+        )
+    return table
+
+
+async def _list(client: AsyncClient) -> list[RemediationRequest]:
+    found = [
+        RemediationRequest.from_wire(o.to_dict())
+        async for o in client.list(RemediationRequestResource, namespace=NAMESPACE)
+    ]
+    return sorted(
+        found, key=lambda rr: (rr.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC), rr.metadata.name)
+    )
+
+
+async def run_story(client: AsyncClient, stop: asyncio.Event, say: Callable[[str], None]) -> None:
+    """Play the story, refreshing the table until every request is terminal (or `stop`)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and CI: keep rows on one line
+    started = asyncio.get_running_loop().time()
+    pending = list(STORY)
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        while not stop.is_set():
+            elapsed = asyncio.get_running_loop().time() - started
+            while pending and pending[0].at <= elapsed:
+                step = pending.pop(0)
+                live.console.print(f"[cyan]▶[/cyan] {step.say}")
+                for spec in step.create:
+                    try:
+                        await client.create(RemediationRequestResource(build_request(*spec)))
+                    except ApiError as exc:
+                        if exc.status.code != 409:
+                            raise
+                if step.clear_block_of:
+                    await patch_object(
+                        client,
+                        WorkflowExecutionResource,
+                        f"we-{step.clear_block_of}",
+                        NAMESPACE,
+                        {"metadata": {"annotations": {ANNOTATION_CLEAR_BLOCK: "demo: checked by ops"}}},
+                    )
+            requests = await _list(client)
+            live.update(build_table(requests, datetime.now(UTC)))
+            if not pending and requests and all(rr.is_terminal for rr in requests):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    say(
+        "The story is told: `kubernaut get remediations` and `kubernaut describe remediation NAME -n demo` "
+        "show it again; `kubernaut audit list` shows the audit trail."
+    )
