@@ -85,7 +85,8 @@ def dev_up(
         bool,
         typer.Option(
             "--demo",
-            help="Play a scripted story of remediations (success, duplicate, busy target, cooldown, backoff, execution failure and clearing it) with a live table.",
+            help="Play a scripted story of remediations (success, duplicate, busy target, cooldown, backoff, "
+            "execution failure and clearing it) with a live table.",
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
