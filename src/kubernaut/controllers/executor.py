@@ -154,6 +154,8 @@ class Executor:
         ref = wfe.status.pipeline_run_ref
         name = ref.name if ref else build_lock_name(wfe.spec.target_resource)
         pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}") or await self._fetch_pipelinerun(name)
+        if pipelinerun is not None and not is_owned_by(pipelinerun, wfe):
+            pipelinerun = None  # ours is gone and another execution holds the lock now
         if pipelinerun is None:
             failure = build_execution_failure(
                 pipelinerun=None,
@@ -270,15 +272,8 @@ class Executor:
             return Result.done()
         await self._release_lock(wfe)
         body = self.wfes.get(wfe.key) or {}
-        await self.events.emit(
-            body,
-            "Normal",
-            "WorkflowExecutionDeleted",
-            f"WorkflowExecution cleanup completed (phase: {wfe.phase.value})",
-            self.clock(),
-        )
         try:
-            await patch_object(
+            updated = await patch_object(
                 self.client,
                 WorkflowExecutionResource,
                 meta.name,
@@ -289,6 +284,17 @@ class Executor:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
+            return Result.done()
+        # The cache must not offer the finalizer again to a pass woken by our own PipelineRun delete.
+        self.wfes.upsert(updated.to_dict())
+        # After the finalizer is gone, so a retried pass (409) does not announce the cleanup twice.
+        await self.events.emit(
+            body,
+            "Normal",
+            "WorkflowExecutionDeleted",
+            f"WorkflowExecution cleanup completed (phase: {wfe.phase.value})",
+            self.clock(),
+        )
         return Result.done()
 
     # -- I/O helpers -------------------------------------------------------------------------------
@@ -296,7 +302,8 @@ class Executor:
     async def _release_lock(self, wfe: WorkflowExecution) -> bool:
         """Delete the target's PipelineRun if (and only if) it belongs to this WFE."""
         name = build_lock_name(wfe.spec.target_resource)
-        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}")
+        # A cache miss is not proof of absence (cold cache after a restart): ask the API server.
+        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}") or await self._fetch_pipelinerun(name)
         if pipelinerun is None or not is_owned_by(pipelinerun, wfe):
             return False
         try:
