@@ -48,6 +48,7 @@ from kubernaut.domain.routing import (
     RoutingDecision,
     RoutingStage,
     build_rr_target,
+    compute_consecutive_failures,
     compute_target_backoff,
     decide_blocked,
     decide_routing,
@@ -55,6 +56,7 @@ from kubernaut.domain.routing import (
 from kubernaut.domain.selection import SelectionFailure, select_workflow
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import patch_status
+from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import (
     NotificationRequestResource,
@@ -122,15 +124,15 @@ class Orchestrator:
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
-    def _on_request(self, _type: str, body: Body, old: Body | None) -> None:
+    def _on_request(self, _type: str, body: Body, _old: Body | None) -> None:
         key = object_key(body)
         self.controller.enqueue(key)
         namespace = (body.get("metadata") or {}).get("namespace", "")
         RO_CURRENT_BLOCKED.labels(namespace=namespace).set(len(self.rrs.keys_by_index(BLOCKED_INDEX, namespace)))
-        phase = (body.get("status") or {}).get("overallPhase")
-        if old is None or phase != (old.get("status") or {}).get("overallPhase"):
-            for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
-                self.controller.enqueue(dependent)
+        # Wake duplicates on every event of their original: our own status writes reach the cache
+        # before their watch event does, so comparing old and new phase here would miss the change.
+        for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
+            self.controller.enqueue(dependent)
 
     def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
         meta = body.get("metadata") or {}
@@ -210,17 +212,20 @@ class Orchestrator:
 
     async def _route_pending(self, rr: RemediationRequest) -> Result:
         now = self.clock()
-        decision = self._route(rr, workflow_id="", stage=RoutingStage.PENDING)
+        # The workflow is already known here (workflowRef or catalog), so the recent-remediation check
+        # looks at that workflow only: another workflow's success on the target must not hold it back.
+        selected = select_workflow(rr, self._catalog())
+        workflow_id = "" if isinstance(selected, SelectionFailure) else selected.workflow_id
+        decision = self._route(rr, workflow_id=workflow_id, stage=RoutingStage.PENDING)
         if decision.kind == DecisionKind.BLOCK:
-            return await self._block(rr, decision, Phase.PENDING, "")
+            return await self._block(rr, decision, Phase.PENDING, workflow_id)
         status = rem.build_analyzing_status(rr, now)
         await self._transitioned(rr, status, Phase.PENDING, now)
         return Result.after(0)
 
     async def _analyze(self, rr: RemediationRequest) -> Result:
         now = self.clock()
-        catalog = [self.catalog.parsed(body, _parse_workflow) for body in self.catalog.all()]
-        selected = select_workflow(rr, catalog)
+        selected = select_workflow(rr, self._catalog())
         if isinstance(selected, SelectionFailure):
             status = rem.build_failed_status(
                 rr,
@@ -256,6 +261,7 @@ class Orchestrator:
         created = await self._create_execution(rr, manifest)
         if created is None:
             return Result.after(5)
+        crash_point("orchestrator.execution-created")
         status = rem.build_executing_status(rr, manifest["metadata"]["name"], selected, now)
         RO_CHILD_CREATIONS.labels(child_type="WorkflowExecution", namespace=rr.metadata.namespace).inc()
         await self._transitioned(rr, status, Phase.ANALYZING, now)
@@ -371,7 +377,8 @@ class Orchestrator:
                         reason="ExhaustedRetries",
                         message=decision.message,
                         priority="critical",
-                        retry_count=decision.consecutive_failure_count or None,
+                        # the block decision carries no count; the streak it was decided on does
+                        retry_count=compute_consecutive_failures(rr, self._same_fingerprint(rr))[0],
                         max_retries=self.routing.consecutive_failure_threshold,
                     ),
                 ),
@@ -389,12 +396,7 @@ class Orchestrator:
         return Result.after(decision.requeue_after.total_seconds())
 
     def _first_exhausted_block(self, rr: RemediationRequest) -> bool:
-        """One ExhaustedRetries notification per streak: none if another request already carries one."""
-        for body in self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint):
-            other = self.rrs.parsed(body, _parse_rr)
-            if other.metadata.uid != rr.metadata.uid and other.status.block_reason == BlockReason.CONSECUTIVE_FAILURES:
-                return False
-        return True
+        return rem.decide_exhausted_retries_notice(rr, self._same_fingerprint(rr))
 
     async def _previous_execution_failed(
         self, rr: RemediationRequest, decision: RoutingDecision, workflow_id: str
@@ -460,20 +462,23 @@ class Orchestrator:
 
     def _route(self, rr: RemediationRequest, *, workflow_id: str, stage: RoutingStage) -> RoutingDecision:
         target = build_rr_target(rr)
-        same_fingerprint = [
-            self.rrs.parsed(body, _parse_rr)
-            for body in self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint)
-        ]
         return decide_routing(
             rr,
             workflow_id=workflow_id,
             stage=stage,
-            same_fingerprint=same_fingerprint,
+            same_fingerprint=self._same_fingerprint(rr),
             same_target=self._executions_on(target),
             lock=self._lock_on(target),
             now=self.clock(),
             config=self.routing,
         )
+
+    def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
+        bodies = self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint)
+        return [self.rrs.parsed(body, _parse_rr) for body in bodies]
+
+    def _catalog(self) -> list[RemediationWorkflow]:
+        return [self.catalog.parsed(body, _parse_workflow) for body in self.catalog.all()]
 
     def _executions_on(self, target: str) -> list[WorkflowExecution]:
         return [self.wfes.parsed(body, _parse_wfe) for body in self.wfes.by_index(TARGET_INDEX, target)]
@@ -513,6 +518,7 @@ class Orchestrator:
         await self._record(
             rr, status, "orchestrator.lifecycle.completed", "success" if success else "failure", data, now
         )
+        crash_point("orchestrator.terminal-recorded")
         await self._write(rr, status)
         RO_PHASE_TRANSITIONS.labels(
             from_phase=from_phase.value, to_phase=to_phase.value, namespace=rr.metadata.namespace

@@ -5,14 +5,16 @@ status, a manifest or a decision. The orchestrator controller performs the I/O a
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernaut.api.audit import AuditEvent, build_event_id
 from kubernaut.api.v1alpha1.common import API_VERSION, ObjectReference
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
+    BlockReason,
     NotificationStatus,
     Outcome,
     RemediationPhase,
@@ -45,6 +47,7 @@ COND_RECOVERY = "RecoveryComplete"
 COND_NOTIFICATION = "NotificationDelivered"
 
 _MAX_NAME = 253
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def build_child_name(prefix: str, rr_name: str) -> str:
@@ -176,6 +179,25 @@ def _clear_block(status: RemediationRequestStatus) -> None:
     status.blocking_workflow_execution = None
     status.duplicate_of = None
     status.blocked_from_phase = None
+
+
+def decide_exhausted_retries_notice(rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest]) -> bool:
+    """Whether rr's ConsecutiveFailures block is the first of its streak (one manual review per streak).
+
+    The streak is the signal's requests since its newest success; an earlier request of the streak
+    blocked for the same reason has already told people. A success starts a new streak.
+    """
+    newest_first = sorted(
+        (other for other in same_fingerprint if other.metadata.uid != rr.metadata.uid),
+        key=lambda other: (other.metadata.creation_timestamp or _LATEST, other.metadata.name),
+        reverse=True,
+    )
+    for other in newest_first:
+        if other.status.overall_phase == Phase.COMPLETED:
+            return True
+        if other.status.block_reason == BlockReason.CONSECUTIVE_FAILURES:
+            return False
+    return True
 
 
 def build_previous_execution_failed_status(
