@@ -206,11 +206,12 @@ class SteppedClock:
 
 
 def executor_of(manager: Manager) -> Executor:
-    """The Executor a manager built (its controller reconciles with the executor's bound method)."""
-    for controller in manager.controllers:
-        owner = getattr(controller.reconcile, "__self__", None)
-        if isinstance(owner, Executor):
-            return owner
+    """The Executor a manager built, found through the event handler it registered."""
+    for handlers in manager._handlers.values():
+        for handler in handlers:
+            owner = getattr(handler, "__self__", None)
+            if isinstance(owner, Executor):
+                return owner
     raise AssertionError("the manager runs no executor")
 
 
