@@ -36,6 +36,7 @@ class Kind:
     version: str
     plural: str
     resource: Any  # the lightkube resource class, for the initial list
+    namespaced: bool = True
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Manager:
     settings: Settings
     audit: AuditSink
     clock: Clock = utc_now
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
     registry: kopf.OperatorRegistry = field(default_factory=kopf.OperatorRegistry)
     caches: dict[str, Cache] = field(default_factory=dict)
     controllers: list[Controller] = field(default_factory=list)
@@ -99,8 +101,9 @@ class Manager:
     async def prime(self) -> None:
         """Fill every cache with a LIST before workers start, so no decision sees a cold cache."""
         for plural, kind in self._kinds.items():
-            async for obj in self.client.list(kind.resource):
-                self.dispatch(plural, None, _to_dict(obj))
+            for namespace in self.namespaces if kind.namespaced and self.namespaces else ("*",):
+                async for obj in self.client.list(kind.resource, **({"namespace": namespace} if kind.namespaced else {})):
+                    self.dispatch(plural, None, _to_dict(obj))
             self.caches[plural].synced.set()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -116,7 +119,8 @@ class Manager:
             kopf.operator(
                 registry=self.registry,
                 settings=settings,
-                clusterwide=True,
+                clusterwide=not self.namespaces,
+                namespaces=self.namespaces,
                 stop_flag=stop,
                 ready_flag=kopf_ready,
                 standalone=True,
