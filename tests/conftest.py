@@ -14,6 +14,7 @@ from lightkube.resources.core_v1 import Namespace
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
+from tests.integration.harness import TEST_NAMESPACES, track_namespace
 
 pytest_plugins = ["tests.conftest_postgres"]
 
@@ -42,11 +43,18 @@ async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
     await client.close()
 
 
+@pytest.fixture(autouse=True)
+def _forget_test_namespaces() -> Iterator[None]:
+    TEST_NAMESPACES.clear()
+    yield
+    TEST_NAMESPACES.clear()
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def namespace(kube: AsyncClient) -> AsyncIterator[str]:
     """A fresh namespace for one test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     await kube.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
+    yield track_namespace(name)
     if not os.environ.get("KUBERNAUT_KEEP_NAMESPACES"):
         await kube.delete(Namespace, name)

@@ -49,10 +49,20 @@ class OffsetClock:
         self.offset += timedelta(seconds=seconds)
 
 
+TEST_NAMESPACES: list[str] = []
+"""Namespaces made by the current test. Controllers started by `running` watch only these: the local
+control plane has no namespace controller, so objects of earlier tests live on and must stay unseen."""
+
+
+def track_namespace(name: str) -> str:
+    TEST_NAMESPACES.append(name)
+    return name
+
+
 async def create_namespace(client: AsyncClient, prefix: str = "x") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     await client.create(Namespace(metadata=ObjectMeta(name=name)))
-    return name
+    return track_namespace(name)
 
 
 def settings_for(execution_namespace: str, **sections: dict[str, Any]) -> Settings:
@@ -70,11 +80,14 @@ async def running(
     *,
     audit: AuditSink | None = None,
     clock: Callable[[], datetime] = utc_now,
+    namespaces: tuple[str, ...] | None = None,
 ) -> AsyncIterator[Manager]:
-    """The controllers of one process, started in this event loop and stopped afterwards."""
+    """The controllers of one process, started in this event loop and stopped afterwards; they watch
+    `namespaces` (default: the namespaces this test made) plus cluster-scoped kinds."""
     manager = build_manager(
         settings, kubeconfig=kubeconfig, controllers=controllers, audit=audit or MemoryAuditSink(), clock=clock
     )
+    manager.namespaces = tuple(TEST_NAMESPACES if namespaces is None else namespaces)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(manager.run(stop, ready))
     waiter = asyncio.ensure_future(ready.wait())

@@ -84,7 +84,7 @@ class Executor:
                 {"metadata": {"finalizers": [*meta.finalizers, ex.FINALIZER]}},
                 resource_version=meta.resource_version,
             )
-            self.wfes.upsert(updated.to_dict())
+            self.wfes.apply("MODIFIED", updated.to_dict())
             return Result.after(0)
         match wfe.phase:
             case Phase.PENDING:
@@ -109,7 +109,7 @@ class Executor:
         except ApiError as exc:
             return await self._on_create_error(wfe, name, exc)
         WE_PIPELINERUN_CREATIONS.inc()
-        self.pipelineruns.upsert(created.to_dict())
+        self.pipelineruns.apply("ADDED", created.to_dict())
         await self._start(wfe, name, start_time=now, adopted=False)
         return Result.after(RUNNING_RESYNC_SECONDS)
 
@@ -311,7 +311,7 @@ class Executor:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-        self.pipelineruns.delete(pipelinerun)
+        self.pipelineruns.apply("DELETED", pipelinerun)
         return True
 
     async def _fetch_pipelinerun(self, name: str) -> Body | None:
@@ -322,7 +322,7 @@ class Executor:
                 return None
             raise
         body: Body = found.to_dict()
-        self.pipelineruns.upsert(body)
+        self.pipelineruns.apply("MODIFIED", body)
         return body
 
     async def _fetch_taskruns(self, pipelinerun: Body) -> dict[str, Body]:
@@ -362,7 +362,7 @@ class Executor:
             resource_version=wfe.metadata.resource_version,
         )
         body: Body = updated.to_dict()
-        self.wfes.upsert(body)
+        self.wfes.apply("MODIFIED", body)
         return body
 
 

@@ -14,7 +14,7 @@ from kubernaut.kube.runtime import Body
 RR_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationrequests", RemediationRequestResource)
 WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
 NR_KIND = Kind("kubernaut.ai", "v1alpha1", "notificationrequests", NotificationRequestResource)
-WORKFLOW_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationworkflows", RemediationWorkflowResource)
+WORKFLOW_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationworkflows", RemediationWorkflowResource, namespaced=False)
 PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource)
 
 TARGET_INDEX = "target"

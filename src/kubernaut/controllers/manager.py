@@ -52,7 +52,6 @@ class Manager:
     caches: dict[str, Cache] = field(default_factory=dict)
     controllers: list[Controller] = field(default_factory=list)
     _kinds: dict[str, Kind] = field(default_factory=dict)
-    _handlers: dict[str, list[EventHandler]] = field(default_factory=dict)
     _extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
 
     def cache(self, kind: Kind, indexes: dict[str, IndexFn] | None = None) -> Cache:
@@ -60,7 +59,6 @@ class Manager:
         if kind.plural not in self.caches:
             self.caches[kind.plural] = Cache()
             self._kinds[kind.plural] = kind
-            self._handlers[kind.plural] = []
             self._register_watch(kind)
         cache = self.caches[kind.plural]
         for name, fn in (indexes or {}).items():
@@ -70,7 +68,7 @@ class Manager:
     def on_event(self, kind: Kind, handler: EventHandler) -> None:
         """Called with (event type, new body, old body) after the cache is updated."""
         self.cache(kind)
-        self._handlers[kind.plural].append(handler)
+        self.cache(kind).listen(handler)
 
     def add_controller(self, controller: Controller) -> Controller:
         self.controllers.append(controller)
@@ -86,17 +84,7 @@ class Manager:
         kopf.on.event(kind.group, kind.version, kind.plural, registry=self.registry)(on_event)
 
     def dispatch(self, plural: str, event_type: str | None, body: Body) -> None:
-        cache = self.caches[plural]
-        if event_type == "DELETED":
-            old = cache.delete(body)
-            kind = "DELETED"
-        else:
-            old, applied = cache.upsert(body)
-            if not applied:
-                return  # a stale event: the cache already holds a newer version
-            kind = event_type or "ADDED"
-        for handler in self._handlers[plural]:
-            handler(kind, body, old)
+        self.caches[plural].apply(event_type, body)
 
     async def prime(self) -> None:
         """Fill every cache with a LIST before workers start, so no decision sees a cold cache."""

@@ -552,7 +552,7 @@ class Orchestrator:
             patch,
             resource_version=rr.metadata.resource_version,
         )
-        self.rrs.upsert(updated.to_dict())
+        self.rrs.apply("MODIFIED", updated.to_dict())
 
     async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body | None:
         """Create `we-<rr>` (idempotent: an existing one owned by this request is reused)."""
@@ -570,7 +570,7 @@ class Orchestrator:
                 raise RuntimeError(f"WorkflowExecution {name} exists and belongs to another request") from exc
             return existing
         body: Body = created.to_dict()
-        self.wfes.upsert(body)
+        self.wfes.apply("MODIFIED", body)
         return body
 
     async def _fetch_execution(self, rr: RemediationRequest, name: str) -> Body | None:
@@ -581,7 +581,7 @@ class Orchestrator:
                 return None
             raise
         body: Body = found.to_dict()
-        self.wfes.upsert(body)
+        self.wfes.apply("MODIFIED", body)
         return body
 
     async def _notify(

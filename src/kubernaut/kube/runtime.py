@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 IndexFn = Callable[[Body], Iterable[str]]
+Listener = Callable[[str, Body, Body | None], None]
+"""Called with (event type, new body, previous body) after the cache changed."""
 T = TypeVar("T")
 
 
@@ -44,7 +46,29 @@ class Cache:
         self._indexes: dict[str, dict[str, set[str]]] = {}
         self._index_values: dict[str, dict[str, list[str]]] = {}
         self._models: dict[str, tuple[str, Any, Any]] = {}
+        self._listeners: list[Listener] = []
         self.synced = asyncio.Event()
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def apply(self, event_type: str | None, body: Body) -> None:
+        """A watch event, or an object we just wrote: update the cache and tell the listeners.
+
+        A version the cache already holds (our own write coming back through the watch, or the
+        watch's initial listing after the priming LIST) changes nothing and wakes nobody."""
+        if event_type == "DELETED":
+            old = self.delete(body)
+            if old is None:
+                return
+            kind = "DELETED"
+        else:
+            old, applied = self.upsert(body)
+            if not applied:
+                return
+            kind = event_type or "ADDED"
+        for listener in self._listeners:
+            listener(kind, body, old)
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -65,10 +89,10 @@ class Cache:
             self._indexes[name][value].add(key)
 
     def upsert(self, body: Body) -> tuple[Body | None, bool]:
-        """Store a body unless the cache holds a newer one; returns (previous body, applied)."""
+        """Store a body unless the cache holds the same or a newer version; returns (previous, applied)."""
         key = object_key(body)
         old = self._objects.get(key)
-        if old is not None and _older(body, old):
+        if old is not None and not _newer(body, old):
             return old, False
         self._unindex(key)
         self._objects[key] = body
@@ -116,11 +140,11 @@ class Cache:
         return list(self._objects.values())
 
 
-def _older(new: Body, old: Body) -> bool:
+def _newer(new: Body, old: Body) -> bool:
     try:
-        return int(new["metadata"]["resourceVersion"]) < int(old["metadata"]["resourceVersion"])
+        return int(new["metadata"]["resourceVersion"]) > int(old["metadata"]["resourceVersion"])
     except (KeyError, ValueError, TypeError):
-        return False
+        return True
 
 
 @dataclass(frozen=True)
