@@ -90,7 +90,9 @@ class Manager:
         """Fill every cache with a LIST before workers start, so no decision sees a cold cache."""
         for plural, kind in self._kinds.items():
             for namespace in self.namespaces if kind.namespaced and self.namespaces else ("*",):
-                async for obj in self.client.list(kind.resource, **({"namespace": namespace} if kind.namespaced else {})):
+                async for obj in self.client.list(
+                    kind.resource, **({"namespace": namespace} if kind.namespaced else {})
+                ):
                     self.dispatch(plural, None, _to_dict(obj))
             self.caches[plural].synced.set()
 
