@@ -27,6 +27,7 @@ from kubernaut.domain.pipelinerun import build_pipelinerun, is_owned_by, parse_o
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import patch_object, patch_status
 from kubernaut.kube.events import EventRecorder
+from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
 from kubernaut.kube.runtime import Body, Controller, Result, object_key
@@ -110,6 +111,7 @@ class Executor:
             return await self._on_create_error(wfe, name, exc)
         WE_PIPELINERUN_CREATIONS.inc()
         self.pipelineruns.apply("ADDED", created.to_dict())
+        crash_point("executor.pipelinerun-created")
         await self._start(wfe, name, start_time=now, adopted=False)
         return Result.after(RUNNING_RESYNC_SECONDS)
 
@@ -188,6 +190,7 @@ class Executor:
         status = ex.build_completed_status(wfe, pipelinerun, now)
         status = await self._record(build_workflow_event(wfe, status, "completed", now), status, now)
         body = await self._write_status(wfe, status)
+        crash_point("executor.terminal-written")
         seconds = _seconds(status)
         WE_RECONCILER_TOTAL.labels(outcome="Completed").inc()
         WE_DURATION_SECONDS.labels(outcome="Completed").observe(seconds)
@@ -205,6 +208,7 @@ class Executor:
         status = ex.build_execution_failed_status(wfe, failure, now)
         status = await self._record(build_workflow_event(wfe, status, "failed", now), status, now)
         body = await self._write_status(wfe, status)
+        crash_point("executor.terminal-written")
         WE_RECONCILER_TOTAL.labels(outcome="Failed").inc()
         WE_DURATION_SECONDS.labels(outcome="Failed").observe(_seconds(status))
         await self.events.emit(
@@ -258,6 +262,7 @@ class Executor:
             )
         decision = ex.decide_cooldown(wfe, cooldown=self.settings.execution.cooldown, now=now)
         if not decision.release:
+            crash_point("executor.cooldown-waiting")
             return Result.after(decision.requeue_after.total_seconds()) if decision.requeue_after else Result.done()
         if await self._release_lock(wfe):
             body = self.wfes.get(wfe.key) or {}

@@ -4,7 +4,9 @@ Thin: it reads the request and what routing needs from the informer caches, call
 (`routing`, `selection`, `remediation`), performs the resulting I/O and writes status.
 """
 
+import asyncio
 import logging
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -116,6 +118,8 @@ class Orchestrator:
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
+        # One routing decision per target at a time (see _analyze); a lock lives while someone holds it.
+        self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(Controller("orchestrator", self.reconcile, workers=8))
         manager.on_event(RR_KIND, self._on_request)
         manager.on_event(WFE_KIND, self._on_execution)
@@ -252,13 +256,20 @@ class Orchestrator:
             )
             await self._finish(rr, status, now, Phase.ANALYZING)
             return Result.done()
-        decision = self._route(rr, workflow_id=selected.workflow_id, stage=RoutingStage.ANALYZING)
-        if decision.kind == DecisionKind.BLOCK:
-            return await self._block(rr, decision, Phase.ANALYZING, selected.workflow_id)
-        if decision.kind == DecisionKind.FAIL:
-            return await self._previous_execution_failed(rr, decision, selected.workflow_id)
-        manifest = rem.build_workflow_execution(rr, selected)
-        created = await self._create_execution(rr, manifest)
+        # Workers route concurrently: without the lock two requests for one target could both find it
+        # free and both create an execution, and the one losing the PipelineRun race would fail.
+        target = build_rr_target(rr)
+        lock = self._target_locks.get(target)
+        if lock is None:
+            lock = self._target_locks[target] = asyncio.Lock()
+        async with lock:
+            decision = self._route(rr, workflow_id=selected.workflow_id, stage=RoutingStage.ANALYZING)
+            if decision.kind == DecisionKind.BLOCK:
+                return await self._block(rr, decision, Phase.ANALYZING, selected.workflow_id)
+            if decision.kind == DecisionKind.FAIL:
+                return await self._previous_execution_failed(rr, decision, selected.workflow_id)
+            manifest = rem.build_workflow_execution(rr, selected)
+            created = await self._create_execution(rr, manifest)
         if created is None:
             return Result.after(5)
         crash_point("orchestrator.execution-created")

@@ -1,0 +1,58 @@
+"""Fault tests run on a control plane of their own: they restart its API server and etcd, and load
+it hard, without disturbing the rest of the suite. `--long` selects the long variants."""
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lightkube import AsyncClient
+
+from kubernaut.devcluster.controlplane import ControlPlane
+from kubernaut.kube.client import install_crds, make_client
+from kubernaut.paths import crd_paths
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False, help="run the long fault-injection variants")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of each campaign to run: the short variant in `make test`, the long one in `make faults`."""
+
+    long: bool
+    remediations: int
+    kills: int
+    batch_remediations: int
+
+
+@pytest.fixture(scope="session")
+def scale(request: pytest.FixtureRequest) -> Scale:
+    if request.config.getoption("--long", default=False):
+        return Scale(long=True, remediations=200, kills=12, batch_remediations=60)
+    return Scale(long=False, remediations=30, kills=3, batch_remediations=12)
+
+
+@pytest.fixture(scope="package")
+def fault_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("fault-plane"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="package")
+def kubeconfig(fault_plane: ControlPlane) -> Path:
+    return fault_plane.kubeconfig
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
+    client = make_client(kubeconfig)
+    await install_crds(client, crd_paths())
+    yield client
+    await client.close()
