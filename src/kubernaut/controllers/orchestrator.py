@@ -128,15 +128,15 @@ class Orchestrator:
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
-    def _on_request(self, _type: str, body: Body, _old: Body | None) -> None:
+    def _on_request(self, _type: str, body: Body, old: Body | None) -> None:
         key = object_key(body)
         self.controller.enqueue(key)
         namespace = (body.get("metadata") or {}).get("namespace", "")
         RO_CURRENT_BLOCKED.labels(namespace=namespace).set(len(self.rrs.keys_by_index(BLOCKED_INDEX, namespace)))
-        # Wake duplicates on every event of their original: our own status writes reach the cache
-        # before their watch event does, so comparing old and new phase here would miss the change.
-        for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
-            self.controller.enqueue(dependent)
+        phase = (body.get("status") or {}).get("overallPhase")
+        if old is None or phase != (old.get("status") or {}).get("overallPhase"):
+            for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
+                self.controller.enqueue(dependent)
 
     def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
         meta = body.get("metadata") or {}
