@@ -83,6 +83,11 @@ log = logging.getLogger(__name__)
 
 Phase = RemediationPhase
 SAFETY_RESYNC = timedelta(seconds=60)
+CREATION_RETRY = timedelta(seconds=5)
+
+
+class CreationRefused(Exception):
+    """The API server will not create the WorkflowExecution as it is; retrying at once cannot help."""
 
 
 def _parse_rr(body: Body) -> RemediationRequest:
@@ -269,7 +274,12 @@ class Orchestrator:
             if decision.kind == DecisionKind.FAIL:
                 return await self._previous_execution_failed(rr, decision, selected.workflow_id)
             manifest = rem.build_workflow_execution(rr, selected)
-            created = await self._create_execution(rr, manifest)
+            try:
+                created = await self._create_execution(rr, manifest)
+            except CreationRefused as exc:
+                # The request stays in Analyzing (its timeout bounds the wait) and says why.
+                await self._write(rr, rem.build_creation_failed_status(rr, str(exc), now))
+                return Result.after(CREATION_RETRY.total_seconds())
         if created is None:
             return Result.after(5)
         crash_point("orchestrator.execution-created")
@@ -571,14 +581,16 @@ class Orchestrator:
         try:
             created = await self.client.create(WorkflowExecutionResource(manifest))
         except ApiError as exc:
+            if exc.status.code in (400, 403, 422):
+                raise CreationRefused(exc.status.message or str(exc)) from exc
             if exc.status.code != 409:
-                raise
+                raise  # transient: retried with back-off
             existing = await self._fetch_execution(rr, name)
             if existing is None:
                 return None
             owners = (existing.get("metadata") or {}).get("ownerReferences") or []
             if not any(owner.get("uid") == rr.metadata.uid for owner in owners):
-                raise RuntimeError(f"WorkflowExecution {name} exists and belongs to another request") from exc
+                raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request") from exc
             return existing
         body: Body = created.to_dict()
         self.wfes.apply("MODIFIED", body)

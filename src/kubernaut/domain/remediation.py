@@ -365,6 +365,20 @@ def build_executing_status(
     return status
 
 
+def build_creation_failed_status(rr: RemediationRequest, error: str, now: datetime) -> RemediationRequestStatus:
+    """The WorkflowExecution could not be created: the request stays where it is and says why."""
+    status = rr.status.model_copy(deep=True)
+    status.conditions = set_condition(
+        status.conditions,
+        COND_WFE_READY,
+        False,
+        "WorkflowExecutionCreationFailed",
+        f"Failed to create WorkflowExecution: {error}",
+        now,
+    )
+    return status
+
+
 # -- notifications --------------------------------------------------------------------------------
 
 
