@@ -51,7 +51,14 @@ async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, 
     exec_ns = await create_namespace(kube, "exec")
     clock = SteppedClock()
     target = "default/deployment/test-app"
-    await create_wfe(kube, "wfe-a", namespace, target)
+    await create_wfe(
+        kube,
+        "wfe-a",
+        namespace,
+        target,
+        parameters={"REPLICA_COUNT": "3", "NAMESPACE": "production"},
+        executionConfig={"serviceAccountName": "custom-sa", "timeout": "20m"},
+    )
     key = f"{namespace}/wfe-a"
     async with idle_executor(kubeconfig, settings_for(exec_ns), clock=clock) as (manager, executor):
         assert await executor.reconcile(key) == Result.after(0)
@@ -65,7 +72,32 @@ async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, 
         assert status["phase"] == "Running"
         assert status["startTime"] == rfc3339(clock.now)
         assert status["pipelineRunRef"] == {"name": "wfe-196200272a2c85fd"}
-        assert [pr["metadata"]["name"] for pr in await pipelineruns(kube, exec_ns)] == ["wfe-196200272a2c85fd"]
+        [pr] = await pipelineruns(kube, exec_ns)
+        assert pr["metadata"]["name"] == "wfe-196200272a2c85fd"
+        assert pr["metadata"]["labels"] == {
+            "kubernaut.ai/workflow-execution": "wfe-a",
+            "kubernaut.ai/workflow-id": "restart-pod",
+            "kubernaut.ai/target-resource": "default__deployment__test-app",
+            "kubernaut.ai/source-namespace": namespace,
+        }
+        assert pr["metadata"]["annotations"] == {"kubernaut.ai/target-resource": target}
+        assert "ownerReferences" not in pr["metadata"]
+        assert pr["spec"] == {
+            "pipelineRef": {
+                "resolver": "bundles",
+                "params": [
+                    {"name": "bundle", "value": "registry.example/workflows/restart-pod:1.0.0"},
+                    {"name": "name", "value": "workflow"},
+                    {"name": "kind", "value": "pipeline"},
+                ],
+            },
+            "params": [
+                {"name": "NAMESPACE", "value": "production"},
+                {"name": "REPLICA_COUNT", "value": "3"},
+                {"name": "TARGET_RESOURCE", "value": target},
+            ],
+            "taskRunTemplate": {"serviceAccountName": "kubernaut-workflow-runner"},
+        }
 
         # Running, the PipelineRun has no condition yet.
         clock.advance(10)

@@ -5,6 +5,7 @@ No tests live here; the module name only keeps it beside the tests that use it.
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -206,12 +207,10 @@ class SteppedClock:
 
 
 def executor_of(manager: Manager) -> Executor:
-    """The Executor a manager built, found through the event handler it registered."""
-    for handlers in manager._handlers.values():
-        for handler in handlers:
-            owner = getattr(handler, "__self__", None)
-            if isinstance(owner, Executor):
-                return owner
+    """The Executor a manager built: the one whose controller the manager runs."""
+    for obj in gc.get_objects():
+        if isinstance(obj, Executor) and any(obj.controller is c for c in manager.controllers):
+            return obj
     raise AssertionError("the manager runs no executor")
 
 
