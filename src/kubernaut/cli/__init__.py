@@ -125,20 +125,104 @@ def run(
     controllers: Annotated[
         str, typer.Option("--controllers", help="Comma-separated subset of orchestrator,executor,notifier.")
     ] = ",".join(ALL_CONTROLLERS),
+    leader_elect: Annotated[
+        bool | None,
+        typer.Option(
+            "--leader-elect/--no-leader-elect",
+            help="Reconcile only while holding a Lease, so that replicas never act at once.",
+        ),
+    ] = None,
+    leader_election_namespace: Annotated[
+        str | None,
+        typer.Option("--leader-election-namespace", help="Namespace of the Lease (default: kubernaut-system)."),
+    ] = None,
+    leader_election_id: Annotated[
+        str | None, typer.Option("--leader-election-id", help="Lease name (default: kubernaut-<controllers>).")
+    ] = None,
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-address",
+            help="host:port of /metrics, /healthz and /readyz, '' to disable (default: 0.0.0.0:9090).",
+        ),
+    ] = None,
+    webhook_address: Annotated[
+        str | None,
+        typer.Option("--webhook-address", help="Serve the admission webhook on host:port, e.g. 0.0.0.0:9443."),
+    ] = None,
+    webhook_cert_dir: Annotated[
+        str | None, typer.Option("--webhook-cert-dir", help="Directory with the webhook's tls.crt and tls.key.")
+    ] = None,
+    shutdown_grace_period: Annotated[
+        str | None,
+        typer.Option("--shutdown-grace-period", help="After SIGTERM, exit within this Go duration (default: 25s)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
-    """Run the controllers against an existing cluster (production mode)."""
-    settings = _settings(config)
+    """Run the controllers against an existing cluster (production mode). SIGTERM stops taking
+    work, lets reconciles in flight finish, releases the Lease and exits within the grace period."""
+    settings = _with_run_flags(
+        _settings(config),
+        {"enabled": leader_elect, "namespace": leader_election_namespace, "lease_name": leader_election_id},
+        {"address": webhook_address, "cert_dir": webhook_cert_dir},
+        {"metrics_address": metrics_address, "shutdown_grace_period": shutdown_grace_period},
+    )
     names = _controllers(controllers)
     _setup_logging(verbose)
+    from kubernaut.controllers.leader import LeadershipLostError
     from kubernaut.controllers.manager import run_manager
 
     try:
         asyncio.run(run_manager(settings, kubeconfig=kubeconfig, controllers=names))
     except ConfigError as exc:
         _fail(str(exc))
+    except LeadershipLostError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+_RUN_FLAGS = {
+    "namespace": "--leader-election-namespace",
+    "lease_name": "--leader-election-id",
+    "address": "--webhook-address",
+    "cert_dir": "--webhook-cert-dir",
+    "metrics_address": "--metrics-address",
+    "shutdown_grace_period": "--shutdown-grace-period",
+}
+
+
+def _with_run_flags(
+    settings: Settings, leader: dict[str, object], webhook: dict[str, object], manager: dict[str, object]
+) -> Settings:
+    """Flags given on the command line override the `manager` section of the config file."""
+    from pydantic import ValidationError
+
+    from kubernaut.config import AdmissionWebhookConfig, LeaderElectionConfig, ManagerConfig
+
+    current = settings.manager
+    try:
+        election = LeaderElectionConfig.model_validate(
+            {**current.leader_election.model_dump(), **{k: v for k, v in leader.items() if v is not None}}
+        )
+        admission = AdmissionWebhookConfig.model_validate(
+            {**current.admission_webhook.model_dump(), **{k: v for k, v in webhook.items() if v is not None}}
+        )
+        merged = ManagerConfig.model_validate(
+            {
+                **current.model_dump(exclude={"leader_election", "admission_webhook"}),
+                **{k: v for k, v in manager.items() if v is not None},
+                "leader_election": election,
+                "admission_webhook": admission,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][-1]) if first["loc"] else ""
+        _fail(f"invalid value for {_RUN_FLAGS.get(field, field)}: {first['msg']}")
+        raise  # unreachable
+    return settings.model_copy(update={"manager": merged})
 
 
 def install_signal_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -1,11 +1,17 @@
-"""One process, several controllers: kopf watches feed informer caches and work queues."""
+"""One process, several controllers: kopf watches feed informer caches and work queues.
+
+With a leader elector the caches are filled and kept on every replica, but the controllers' workers
+run only while this replica holds the Lease. A graceful stop takes no new work, gives reconciles in
+flight `drain_timeout` seconds, releases the Lease and only then stops the watches.
+"""
 
 import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +22,10 @@ from lightkube import AsyncClient
 
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings
+from kubernaut.controllers.leader import RELEASE_SECONDS, LeaderElector, LeadershipLostError, build_identity
 from kubernaut.kube.client import make_client
 from kubernaut.kube.kubeconfig import read_connection
-from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn
+from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,42 @@ class Kind:
     namespaced: bool = True
 
 
+class InFlight:
+    """Counts reconciles in progress; once closed, new ones are skipped (the process is stopping)."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def guard(self, reconcile: Reconciler) -> Reconciler:
+        async def guarded(key: str) -> Result:
+            if not self.open:
+                return Result.done()  # stopping: the next start lists every object again
+            self.count += 1
+            self._idle.clear()
+            try:
+                return await reconcile(key)
+            finally:
+                self.count -= 1
+                if self.count == 0:
+                    self._idle.set()
+
+        return guarded
+
+    async def drain(self, within: float) -> int:
+        """Close, then wait up to `within` seconds for the reconciles in flight; returns how many remain."""
+        self.open = False
+        if self.count and within > 0:
+            log.info("Stopping: waiting up to %.1fs for %d reconcile(s) in flight", within, self.count)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), within)
+        if self.count:
+            log.warning("Stopping: abandoning %d reconcile(s) in flight; they are picked up again at start", self.count)
+        return self.count
+
+
 @dataclass
 class Manager:
     """Owns the API client, the kopf registry, the caches and the controllers of one process."""
@@ -53,6 +96,11 @@ class Manager:
     controllers: list[Controller] = field(default_factory=list)
     _kinds: dict[str, Kind] = field(default_factory=dict)
     _extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
+    leader: LeaderElector | None = None
+    drain_timeout: float = 0.0
+    lost_leadership: bool = False
+    watch_stop_timeout: float = 10.0
+    in_flight: InFlight = field(default_factory=InFlight)
 
     def cache(self, kind: Kind, indexes: dict[str, IndexFn] | None = None) -> Cache:
         """The shared cache of a kind (created, watched and listed once per process)."""
@@ -71,8 +119,13 @@ class Manager:
         self.cache(kind).listen(handler)
 
     def add_controller(self, controller: Controller) -> Controller:
+        controller.reconcile = self.in_flight.guard(controller.reconcile)
         self.controllers.append(controller)
         return controller
+
+    @property
+    def leading(self) -> bool:
+        return self.leader is None or self.leader.is_leader
 
     def add_task(self, task: Callable[[asyncio.Event], Any]) -> None:
         self._extra_tasks.append(task)
@@ -97,43 +150,97 @@ class Manager:
             self.caches[plural].synced.set()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Watch and reconcile until `stop` (or lost leadership). Cancelling this task instead
+        abandons everything at once, as a crash would, and leaves the Lease to expire."""
         await self.prime()
-        kopf_ready = asyncio.Event()
+        kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False
         settings.peering.standalone = True
         settings.scanning.disabled = True
         settings.watching.reconnect_backoff = 0.5
         settings.networking.error_backoffs = [0.5, 1, 2, 5]
+        # kopf gets its own stop flag, raised last: when kopf stops it cancels every task started after
+        # it, so it must not stop before the workers have drained and the Lease is released.
         operator = asyncio.create_task(
             kopf.operator(
                 registry=self.registry,
                 settings=settings,
                 clusterwide=not self.namespaces,
                 namespaces=self.namespaces,
-                stop_flag=stop,
+                stop_flag=kopf_stop,
                 ready_flag=kopf_ready,
                 standalone=True,
             ),
             name="kopf",
         )
-        tasks = [asyncio.create_task(c.run(stop), name=f"controller-{c.name}") for c in self.controllers]
-        tasks += [asyncio.create_task(t(stop)) for t in self._extra_tasks]
+        extra = [asyncio.create_task(t(stop)) for t in self._extra_tasks]
+        elector_stop, workers_stop = asyncio.Event(), asyncio.Event()
+        elector = asyncio.create_task(self.leader.run(elector_stop), name="leader-election") if self.leader else None
+        workers: list[asyncio.Task[None]] = []
+        graceful = False
         try:
-            await asyncio.wait(
-                [operator, asyncio.ensure_future(kopf_ready.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
+            await _first(operator, kopf_ready.wait())
             if ready is not None:
                 ready.set()
-            # kopf takes over SIGINT/SIGTERM once it runs: when it stops on a signal, so does everything.
-            await asyncio.wait([operator, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if self.leader is not None and elector is not None:
+                await _first(operator, elector, stop.wait(), self.leader.leading.wait())
+            if self.leading and not stop.is_set() and not operator.done():
+                workers = [
+                    asyncio.create_task(c.run(workers_stop), name=f"controller-{c.name}") for c in self.controllers
+                ]
+            leadership = [elector, self.leader.lost.wait()] if elector and self.leader else []
+            await _first(operator, stop.wait(), *leadership)
+            graceful = True
         finally:
+            # An elector that ended before being told to is as good as a lost Lease.
+            self.lost_leadership = self.leader is not None and (
+                self.leader.lost.is_set() or (elector is not None and elector.done() and not elector_stop.is_set())
+            )
             stop.set()
-            for task in tasks:
+            if graceful and not self.lost_leadership:
+                await self.in_flight.drain(self.drain_timeout)
+            self.in_flight.open = False
+            workers_stop.set()
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(operator, 10)
+            await asyncio.gather(*workers, return_exceptions=True)
+            elector_stop.set()
+            if elector is not None:
+                if not graceful:
+                    elector.cancel()
+                await asyncio.gather(elector, return_exceptions=True)
+            log.debug("Stopping: workers stopped")
+            if self.leader is not None and graceful:
+                await self.leader.release()
+            for task in extra:
+                task.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
+            kopf_stop.set()
+            await _stop_operator(operator, self.watch_stop_timeout)
+
+
+async def _stop_operator(operator: "asyncio.Task[Any]", within: float) -> None:
+    """kopf stops its watches on its stop flag; one that hangs (say, on a dead API server) is abandoned."""
+    done, _ = await asyncio.wait({operator}, timeout=within)
+    if not done:
+        log.warning("Stopping: the watches did not stop within %.1fs; abandoning them", within)
+        operator.cancel()
+        done, _ = await asyncio.wait({operator}, timeout=1.0)
+    if done and not operator.cancelled() and operator.exception() is not None:
+        log.debug("Stopping: kopf ended with %r", operator.exception())
+    log.debug("Stopping: watches stopped")
+
+
+async def _first(*waitables: "asyncio.Task[Any] | Awaitable[Any]") -> None:
+    """Wait until the first of these is done; waiters made here are cancelled, given tasks are not."""
+    own = [asyncio.ensure_future(w) for w in waitables if not isinstance(w, asyncio.Task)]
+    given = [w for w in waitables if isinstance(w, asyncio.Task)]
+    try:
+        await asyncio.wait([*own, *given], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in own:
+            future.cancel()
 
 
 def _to_dict(obj: Any) -> Body:
@@ -180,20 +287,89 @@ def build_manager(
     return manager
 
 
+# After the drain, a stop spends at most RELEASE_SECONDS on the Lease and WATCH_STOP_SECONDS on the
+# watches, then the audit close timeout on the flush; the reserve keeps a second to spare.
+WATCH_STOP_SECONDS = 2.0
+SHUTDOWN_RESERVE_SECONDS = RELEASE_SECONDS + WATCH_STOP_SECONDS + 1.0
+
+
+def compute_drain_timeout(grace: float, audit_close: float) -> float:
+    """How long reconciles in flight may finish: the grace period minus the audit flush and the reserve
+    for releasing the Lease and stopping the watches."""
+    return max(0.0, grace - audit_close - SHUTDOWN_RESERVE_SECONDS)
+
+
+def _exit_after_grace(grace: float) -> None:
+    """The last resort of a graceful stop that did not finish in time: whatever is left is abandoned."""
+    log.error("Shutdown did not finish within the %.0fs grace period; exiting now", grace)
+    logging.shutdown()
+    os._exit(1)
+
+
 async def run_manager(
     settings: Settings,
     *,
     kubeconfig: Path | None,
     controllers: tuple[str, ...],
     stop: asyncio.Event | None = None,
+    identity: str | None = None,
 ) -> None:
+    """The controllers of `kubernaut run`, with probes and metrics, leader election, the admission
+    webhook and a graceful stop on SIGTERM/SIGINT bounded by the shutdown grace period."""
     from kubernaut.audit.factory import open_audit_sink
+    from kubernaut.controllers.webhook import AdmissionServer
+    from kubernaut.metrics import start_metrics_server
 
+    config = settings.manager
+    grace = config.shutdown_grace_period.total_seconds()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            log.info("Received %s: stopping within %.0fs", signal.Signals(signum).name, grace)
+            loop.call_later(grace, _exit_after_grace, grace)
+        stop.set()
+
+    def install_signal_handlers() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    async def reclaim_signals(ready: asyncio.Event) -> None:
+        # kopf installs its own handlers when it starts; ours must win so that a signal drains first.
+        await ready.wait()
+        install_signal_handlers()
+
+    install_signal_handlers()
     async with open_audit_sink(settings.audit) as audit:
         manager = build_manager(settings, kubeconfig=kubeconfig, controllers=controllers, audit=audit)
-        log.info("Starting controllers: %s", ", ".join(controllers) or "none")
-        await manager.run(stop)
+        manager.drain_timeout = compute_drain_timeout(grace, settings.audit.close_timeout.total_seconds())
+        manager.watch_stop_timeout = WATCH_STOP_SECONDS
+        if config.leader_election.enabled:
+            manager.leader = LeaderElector.from_config(
+                manager.client, config.leader_election, controllers, identity or build_identity()
+            )
+        ready = asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(manager.client.close)
+            if config.metrics_address:
+                host, port = _split_address(config.metrics_address)
+                runner, _ = await start_metrics_server(host, port, ready.is_set)
+                stack.push_async_callback(runner.cleanup)
+            if config.admission_webhook.address:
+                webhook = AdmissionServer.from_config(config.admission_webhook)
+                await webhook.start()
+                stack.push_async_callback(webhook.stop)
+            reclaim = asyncio.create_task(reclaim_signals(ready), name="reclaim-signals")
+            log.info("Starting controllers: %s", ", ".join(controllers) or "none")
+            try:
+                await manager.run(stop, ready)
+            finally:
+                reclaim.cancel()
+    if manager.lost_leadership:
+        raise LeadershipLostError(f"lost the Lease {manager.leader.name if manager.leader else ''}; exiting")
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)

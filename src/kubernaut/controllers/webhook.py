@@ -1,0 +1,275 @@
+"""The admission webhook: an HTTPS server answering AdmissionReview v1 requests for our kinds.
+
+- `POST /mutate-workflowexecution` stamps the authenticated user who sets
+  `kubernaut.ai/clear-execution-block` into `kubernaut.ai/execution-block-cleared-by`, and refuses a
+  hand-written one.
+- `POST /validate-clearance` checks, after every mutation, that the stamp names exactly that user.
+- `POST /validate` refuses RemediationRequests, WorkflowExecutions and RemediationWorkflows whose
+  spec has problems the CRD schema cannot express (target format, parameter names, bundle references).
+
+It needs no API access of its own: everything it decides on is in the review. It is served by
+every replica, leader or not, because the API server may call any of them.
+"""
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from lightkube import AsyncClient, codecs
+
+from kubernaut.config import AdmissionWebhookConfig
+from kubernaut.devcluster.certs import generate_pki, issue_serving_cert
+from kubernaut.domain.admission import (
+    AdmissionVerdict,
+    decide_clearance_identity,
+    decide_clearance_stamp,
+    decide_validation,
+)
+from kubernaut.paths import project_dir
+
+log = logging.getLogger(__name__)
+
+MAX_REVIEW_BYTES = 8 * 1024 * 1024  # an object and its old version, both up to etcd's 1.5 MiB, with room
+CERT_RELOAD_SECONDS = 30.0
+MUTATE_PATH = "/mutate-workflowexecution"
+VALIDATE_CLEARANCE_PATH = "/validate-clearance"
+VALIDATE_PATH = "/validate"
+
+
+class BadReviewError(Exception):
+    """The request body is not an AdmissionReview v1 we can answer."""
+
+
+def parse_admission_request(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict) or payload.get("kind") != "AdmissionReview":
+        raise BadReviewError("expected an AdmissionReview")
+    request = payload.get("request")
+    if not isinstance(request, dict) or not request.get("uid"):
+        raise BadReviewError("the AdmissionReview has no request.uid")
+    return request
+
+
+def build_admission_review(request: dict[str, Any], verdict: AdmissionVerdict, *, denied_code: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": request["uid"], "allowed": verdict.allowed}
+    if not verdict.allowed:
+        reason = "Forbidden" if denied_code == 403 else "Invalid"
+        response["status"] = {"code": denied_code, "reason": reason, "message": verdict.message}
+    if verdict.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(verdict.patch)).encode()).decode()
+    if verdict.warnings:
+        response["warnings"] = list(verdict.warnings)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def decide_review(path: str, request: dict[str, Any]) -> tuple[AdmissionVerdict, int]:
+    """The verdict for one review on one endpoint, and the HTTP code a denial carries."""
+    operation = str(request.get("operation") or "")
+    obj = request.get("object") or {}
+    old = request.get("oldObject")
+    kind = str((request.get("kind") or {}).get("kind") or "")
+    username = str((request.get("userInfo") or {}).get("username") or "")
+    if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return AdmissionVerdict(allowed=True), 0
+    if path == MUTATE_PATH:
+        return (decide_clearance_stamp(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+    if path == VALIDATE_CLEARANCE_PATH:
+        return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+    return decide_validation(kind, operation, obj, old), 422
+
+
+def _allowed() -> AdmissionVerdict:
+    return AdmissionVerdict(allowed=True)
+
+
+def build_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+class AdmissionServer:
+    """aiohttp over TLS; the certificate is reloaded when its files change (cert-manager renews it)."""
+
+    def __init__(self, host: str, port: int, cert_file: Path, key_file: Path) -> None:
+        self.host = host
+        self.port = port
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self._runner: web.AppRunner | None = None
+        self._reloader: asyncio.Task[None] | None = None
+        self._context: ssl.SSLContext | None = None
+        self.url = ""
+
+    @classmethod
+    def from_config(cls, config: AdmissionWebhookConfig) -> "AdmissionServer":
+        host, _, port = config.address.rpartition(":")
+        cert_dir = Path(config.cert_dir)
+        return cls(host.strip("[]") or "0.0.0.0", int(port), cert_dir / "tls.crt", cert_dir / "tls.key")
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, VALIDATE_PATH):
+            app.router.add_post(path, self._review)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    async def start(self) -> str:
+        self._context = build_ssl_context(self.cert_file, self.key_file)
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._context)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self.port
+        self.url = f"https://{self.host}:{port}"
+        self._reloader = asyncio.create_task(self._reload_certificates(), name="webhook-cert-reload")
+        log.info("Serving the admission webhook at %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _reload_certificates(self) -> None:
+        seen = _mtimes(self.cert_file, self.key_file)
+        while True:
+            await asyncio.sleep(CERT_RELOAD_SECONDS)
+            now = _mtimes(self.cert_file, self.key_file)
+            if now == seen or self._context is None:
+                continue
+            try:
+                self._context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("Webhook certificate not reloaded (keeping the previous one): %s", exc)
+                continue
+            seen = now
+            log.info("Reloaded the webhook certificate from %s", self.cert_file)
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _review(self, request: web.Request) -> web.Response:
+        try:
+            review = parse_admission_request(await request.json())
+        except (json.JSONDecodeError, UnicodeDecodeError, BadReviewError) as exc:
+            return web.json_response({"error": str(exc) or "body is not JSON"}, status=400)
+        verdict, code = decide_review(request.path, review)
+        if not verdict.allowed:
+            log.info(
+                "Denied %s %s %s/%s for %s: %s",
+                review.get("operation"),
+                (review.get("kind") or {}).get("kind"),
+                review.get("namespace") or "",
+                review.get("name") or "",
+                (review.get("userInfo") or {}).get("username"),
+                verdict.message,
+            )
+        return web.json_response(build_admission_review(review, verdict, denied_code=code))
+
+
+def _mtimes(*paths: Path) -> tuple[float, ...]:
+    return tuple(path.stat().st_mtime if path.exists() else 0.0 for path in paths)
+
+
+# -- the local default: the same configurations, pointed at a URL on loopback ----------------------------
+
+
+def webhook_manifests_path() -> Path:
+    return project_dir() / "config" / "webhook" / "manifests.yaml"
+
+
+def build_url_webhook_configurations(
+    manifests: list[dict[str, Any]],
+    base_url: str,
+    ca_pem: bytes,
+    *,
+    name_suffix: str = "",
+    namespace_selector: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The shipped webhook configurations with `service` replaced by `url` and the given CA bundle."""
+    result = []
+    for manifest in manifests:
+        if manifest.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            continue
+        config = json.loads(json.dumps(manifest))
+        config["metadata"] = {"name": config["metadata"]["name"] + name_suffix}
+        for hook in config.get("webhooks", []):
+            service = hook["clientConfig"].get("service") or {}
+            hook["clientConfig"] = {
+                "url": base_url + service.get("path", VALIDATE_PATH),
+                "caBundle": base64.b64encode(ca_pem).decode(),
+            }
+            if namespace_selector is not None:
+                hook["namespaceSelector"] = namespace_selector
+        result.append(config)
+    return result
+
+
+@dataclass
+class DevWebhook:
+    server: AdmissionServer
+    url: str
+    ca_pem: bytes
+    configurations: list[dict[str, Any]]
+
+    async def stop(self, client: AsyncClient | None = None) -> None:
+        """Stop serving; with a client, also remove the configurations (else the API server keeps calling)."""
+        if client is not None:
+            for config in self.configurations:
+                resource = type(codecs.from_dict(config))
+                with contextlib.suppress(Exception):
+                    await client.delete(resource, config["metadata"]["name"])
+        await self.server.stop()
+
+
+def create_serving_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, bytes]:
+    """A fresh CA and a serving certificate for `host`; returns (cert, key, CA PEM)."""
+    pki = generate_pki(directory / "ca")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    issue_serving_cert(pki.ca_cert, pki.ca_key, [host, "localhost"], cert, key)
+    return cert, key, pki.ca_cert.read_bytes()
+
+
+async def start_dev_webhook(
+    client: AsyncClient,
+    state_dir: Path,
+    *,
+    name_suffix: str = "",
+    namespace_selector: dict[str, Any] | None = None,
+) -> DevWebhook:
+    """Serve the webhook on a free loopback port with a generated CA and register the shipped
+    configurations against it (for `kubernaut dev up` and the tests)."""
+    cert, key, ca_pem = await asyncio.to_thread(create_serving_certificate, state_dir / "webhook")
+    server = AdmissionServer("127.0.0.1", 0, cert, key)
+    url = await server.start()
+    manifests = [dict(doc) for doc in _load_yaml_documents(webhook_manifests_path())]
+    configurations = build_url_webhook_configurations(
+        manifests, url, ca_pem, name_suffix=name_suffix, namespace_selector=namespace_selector
+    )
+    try:
+        for config in configurations:
+            await client.apply(codecs.from_dict(config), force=True)
+    except BaseException:
+        await server.stop()
+        raise
+    return DevWebhook(server=server, url=url, ca_pem=ca_pem, configurations=configurations)
+
+
+def _load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    with path.open() as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if isinstance(doc, dict)]
