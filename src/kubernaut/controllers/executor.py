@@ -291,7 +291,9 @@ class Executor:
                 raise
             return Result.done()
         # The cache must not offer the finalizer again to a pass woken by our own PipelineRun delete.
-        self.wfes.upsert(updated.to_dict())
+        # Without finalizers the object is gone: record that (re-adding it could outlive its DELETED event).
+        after = updated.to_dict()
+        self.wfes.apply("MODIFIED" if after["metadata"].get("finalizers") else "DELETED", after)
         # After the finalizer is gone, so a retried pass (409) does not announce the cleanup twice.
         await self.events.emit(
             body,
