@@ -178,11 +178,13 @@ def write_config(
     lease: tuple[str, str, str] = ("3s", "2s", "500ms"),
     grace: str = "10s",
     audit_close: str = "2s",
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     duration, renew, retry = lease
     path.write_text(
         yaml.safe_dump(
             {
+                **(extra or {}),
                 "execution": {"namespace": EXECUTION_NAMESPACE, "cooldown": cooldown},
                 "routing": {"recentlyRemediatedCooldown": "1s"},
                 "audit": {"url": f"sqlite:///{audit_db}", "closeTimeout": audit_close, "flushInterval": "50ms"},
