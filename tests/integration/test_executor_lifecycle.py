@@ -32,7 +32,6 @@ from tests.integration.test_executor_support import (
     isolated_wfes,  # noqa: F401 - a fixture
     patch_pipelinerun_status,
     pipelineruns,
-    prime_all_namespaces,
     rfc3339,
     sample,
     succeeded,
@@ -113,7 +112,7 @@ async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, 
         await patch_pipelinerun_status(
             kube, "wfe-196200272a2c85fd", exec_ns, succeeded("Unknown", "Running", "Tasks Completed: 0")
         )
-        await prime_all_namespaces(manager)
+        await manager.prime()
         clock.advance(10)
         assert await executor.reconcile(key) == Result.after(10)
         status = await wfe_status(kube, "wfe-a", namespace)
@@ -429,7 +428,7 @@ async def test_terminal_without_completion_time_keeps_the_lock(
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
-        await prime_all_namespaces(manager)
+        await manager.prime()
         clock.advance(3600)
         assert await executor.reconcile(key) == Result.done()
         assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is not None

@@ -214,26 +214,17 @@ def executor_of(manager: Manager) -> Executor:
     raise AssertionError("the manager runs no executor")
 
 
-async def prime_all_namespaces(manager: Manager) -> None:
-    """Fill the manager's caches with a LIST over all namespaces (what the watches would deliver)."""
-    for plural, cache in manager.caches.items():
-        kind = manager._kinds[plural]
-        async for obj in manager.client.list(kind.resource, namespace="*"):
-            manager.dispatch(plural, None, obj.to_dict())
-        cache.synced.set()
-
-
 @contextlib.asynccontextmanager
 async def idle_executor(
     kubeconfig: Path, settings: Settings, *, clock: Callable[[], datetime], audit: Any = None
 ) -> AsyncIterator[tuple[Manager, Executor]]:
     """An executor whose caches are filled by LIST but whose workers do not run: the test drives
-    each reconcile pass itself and sees its result (`prime_all_namespaces` again to refresh)."""
+    each reconcile pass itself and sees its result (`manager.prime()` again to refresh)."""
     manager = build_manager(
         settings, kubeconfig=kubeconfig, controllers=("executor",), audit=audit or MemoryAuditSink(), clock=clock
     )
     try:
-        await prime_all_namespaces(manager)
+        await manager.prime()
         yield manager, executor_of(manager)
     finally:
         await manager.client.close()
