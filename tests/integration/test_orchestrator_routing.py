@@ -14,7 +14,7 @@ from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
+from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest
 from tests.integration.test_orchestrator_support import (
@@ -184,6 +184,25 @@ async def test_duplicate_of_a_failed_original_fails_as_deduplicated(
     assert "Failed" in failed["failureReason"]
     assert "duplicateOf" not in failed
     assert "consecutiveFailureCount" not in failed
+
+
+async def test_duplicate_of_a_deleted_original_fails_at_once(
+    kube: AsyncClient, kubeconfig: Path, namespace: str
+) -> None:
+    exec_ns = await create_namespace(kube, "exec")
+    fp = fingerprint()
+    target = {"kind": "Deployment", "name": "api", "namespace": namespace}
+    async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
+        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, fp=fp))
+        await wait_phase(kube, "rr-1", namespace, "Executing")
+        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, fp=fp))
+        await wait_phase(kube, "rr-2", namespace, "Blocked")
+        await kube.delete(RemediationRequestResource, "rr-1", namespace=namespace)
+        # Woken by the deletion itself, well before the 30 s safety net.
+        failed = await wait_phase(kube, "rr-2", namespace, "Failed", timeout=10)
+    assert failed["failurePhase"] == "deduplicated"
+    assert "rr-1" in failed["failureReason"]
+    assert "deleted" in failed["failureReason"]
 
 
 # -- 28-31: consecutive failures -------------------------------------------------------------------

@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 
 Phase = RemediationPhase
 SAFETY_RESYNC = timedelta(seconds=60)
+WRITE_ATTEMPTS = 5  # status writes on conflict, while the request is still at the decided transition
 CREATION_RETRY = timedelta(seconds=5)
 
 
@@ -133,13 +134,14 @@ class Orchestrator:
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
-    def _on_request(self, _type: str, body: Body, old: Body | None) -> None:
+    def _on_request(self, type_: str, body: Body, old: Body | None) -> None:
         key = object_key(body)
         self.controller.enqueue(key)
         namespace = (body.get("metadata") or {}).get("namespace", "")
         RO_CURRENT_BLOCKED.labels(namespace=namespace).set(len(self.rrs.keys_by_index(BLOCKED_INDEX, namespace)))
         phase = (body.get("status") or {}).get("overallPhase")
-        if old is None or phase != (old.get("status") or {}).get("overallPhase"):
+        # A deleted original ends its duplicates too (its last body still shows the old phase).
+        if type_ == "DELETED" or old is None or phase != (old.get("status") or {}).get("overallPhase"):
             for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
                 self.controller.enqueue(dependent)
 
@@ -561,19 +563,49 @@ class Orchestrator:
             log.warning("Audit event %s for %s not recorded: %s", event_type, rr.key, exc)
 
     async def _write(self, rr: RemediationRequest, status: RemediationRequestStatus) -> None:
+        """Merge-patch the status, with the resourceVersion the pass decided from as precondition.
+
+        The audit event of a transition is recorded before this write, so the write must not be given
+        up lightly: after a conflict (someone else wrote, e.g. the gateway counting a repeat) the same
+        change is written on top of the new version as long as the request is still at the transition
+        this pass decided from. Otherwise, and after any failure that may have written (a lost
+        response), the request is read again so that the next pass decides from what is stored.
+        """
         current = self.rrs.get(rr.key) or {}
         patch = build_merge_patch(current.get("status") or {}, status.to_wire())
         if not patch:
             return
-        updated = await patch_status(
-            self.client,
-            RemediationRequestResource,
-            rr.metadata.name,
-            rr.metadata.namespace,
-            patch,
-            resource_version=rr.metadata.resource_version,
-        )
-        self.rrs.apply("MODIFIED", updated.to_dict())
+        version = rr.metadata.resource_version
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                updated = await patch_status(
+                    self.client,
+                    RemediationRequestResource,
+                    rr.metadata.name,
+                    rr.metadata.namespace,
+                    patch,
+                    resource_version=version,
+                )
+            except Exception as exc:
+                conflict = isinstance(exc, ApiError) and exc.status.code == 409
+                fresh = await self._fetch_request(rr)
+                if not conflict or attempt == WRITE_ATTEMPTS - 1 or fresh is None or not _same_transition(rr, fresh):
+                    raise
+                version = fresh["metadata"]["resourceVersion"]
+                continue
+            self.rrs.apply("MODIFIED", updated.to_dict())
+            return
+
+    async def _fetch_request(self, rr: RemediationRequest) -> Body | None:
+        try:
+            found = await self.client.get(RemediationRequestResource, rr.metadata.name, namespace=rr.metadata.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        body: Body = found.to_dict()
+        self.rrs.apply("MODIFIED", body)
+        return body
 
     async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body | None:
         """Create `we-<rr>` (idempotent: an existing one owned by this request is reused)."""
@@ -636,6 +668,15 @@ class Orchestrator:
         status = rem.with_notification_ref(status, manifest)
         status.notification_status = status.notification_status or NotificationStatus.PENDING
         return status
+
+
+def _same_transition(rr: RemediationRequest, body: Body) -> bool:
+    """Whether a freshly read request is still in the phase and transition `rr` was read at."""
+    status = body.get("status") or {}
+    phase = rr.status.overall_phase.value if rr.status.overall_phase else None
+    return status.get("overallPhase") == phase and (status.get("transitionCount") or 0) == (
+        rr.status.transition_count or 0
+    )
 
 
 def setup(manager: Manager) -> Orchestrator:
