@@ -132,7 +132,7 @@ class ControlPlane:
 
     def _start_apiserver(self, binaries: ControlPlaneBinaries, timeout: float) -> None:
         assert self.pki is not None
-        self.api_port = free_port()
+        self.api_port = self.api_port or free_port()  # a restart keeps the port
         pki = self.pki
         argv = [
             str(binaries.kube_apiserver),
