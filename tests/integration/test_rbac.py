@@ -3,7 +3,12 @@
 happy path and the block paths; people clear an execution block only with the right verbs, and the
 executor records the authenticated name of whoever did."""
 
+import asyncio
 import contextlib
+import json
+import signal
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,12 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessR
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.core_v1 import Secret
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from lightkube.types import PatchType
 
 from kubernaut.controllers.webhook import start_dev_webhook
+from kubernaut.devcluster.controlplane import free_port
 from kubernaut.kube.client import make_client
 from kubernaut.kube.resources import (
     NotificationRequestResource,
@@ -275,3 +282,47 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
         for client in people.values():
             await client.close()
         await webhook.stop(cluster.admin)
+
+
+async def test_the_gateway_as_its_service_account(cluster: ProductionCluster, tmp_path: Path) -> None:
+    """`kubernaut run --controllers gateway`: token from its one readable Secret, requests created in
+    its own namespace."""
+    token = "t0k3n-for-alertmanager"
+    await cluster.admin.create(
+        Secret(
+            metadata=ObjectMeta(name="kubernaut-gateway-token", namespace=SYSTEM_NAMESPACE),
+            stringData={"token": token},
+        )
+    )
+    port = free_port()
+    gateway = {"listen": f"127.0.0.1:{port}", "bearerTokenSecret": f"{SYSTEM_NAMESPACE}/kubernaut-gateway-token:token"}
+    config = write_config(tmp_path / "gateway.yaml", audit_db=tmp_path / "gateway.db", extra={"gateway": gateway})
+    proc = OperatorProcess(
+        "gateway", await cluster.kubeconfig_for("gateway"), config, "gateway", tmp_path / "gateway.log"
+    ).start()
+    try:
+        await proc.wait_ready()
+        payload = (Path(__file__).parents[1] / "unit" / "fixtures" / "alertmanager_firing.json").read_bytes()
+
+        def post(bearer: str) -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/signals/alertmanager",
+                data=payload,
+                headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        assert await asyncio.to_thread(post, "wrong") == 401
+        assert await asyncio.to_thread(post, token) in (200, 201, 202)
+        found = [r.to_dict() async for r in cluster.admin.list(RemediationRequestResource, namespace=SYSTEM_NAMESPACE)]
+        firing = [a for a in json.loads(payload)["alerts"] if a["status"] == "firing"]
+        assert sorted(r["spec"]["signalName"] for r in found) == sorted(a["labels"]["alertname"] for a in firing)
+        assert "forbidden" not in proc.log().lower(), proc.log()[-3000:]
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit(15) == 0
+    finally:
+        proc.stop_now()

@@ -49,11 +49,11 @@ def _settings(config: Path | None) -> Settings:
         raise  # unreachable
 
 
-def _controllers(value: str) -> tuple[str, ...]:
+def _controllers(value: str, known: tuple[str, ...] = ALL_CONTROLLERS) -> tuple[str, ...]:
     names = tuple(part.strip() for part in value.split(",") if part.strip())
-    unknown = [name for name in names if name not in ALL_CONTROLLERS]
+    unknown = [name for name in names if name not in known]
     if unknown:
-        _fail(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(ALL_CONTROLLERS)}")
+        _fail(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return names
 
 
@@ -123,7 +123,10 @@ def run(
         typer.Option("--kubeconfig", help="Kubeconfig file; else $KUBECONFIG, ~/.kube/config or in-cluster."),
     ] = None,
     controllers: Annotated[
-        str, typer.Option("--controllers", help="Comma-separated subset of orchestrator,executor,notifier.")
+        str,
+        typer.Option(
+            "--controllers", help="Comma-separated subset of orchestrator,executor,notifier,gateway (the intake)."
+        ),
     ] = ",".join(ALL_CONTROLLERS),
     leader_elect: Annotated[
         bool | None,
@@ -167,7 +170,7 @@ def run(
         {"address": webhook_address, "cert_dir": webhook_cert_dir},
         {"metrics_address": metrics_address, "shutdown_grace_period": shutdown_grace_period},
     )
-    names = _controllers(controllers)
+    names = _controllers(controllers, (*ALL_CONTROLLERS, "gateway"))
     _setup_logging(verbose)
     from kubernaut.controllers.leader import LeadershipLostError
     from kubernaut.controllers.manager import run_manager

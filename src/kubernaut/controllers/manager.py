@@ -315,11 +315,17 @@ async def run_manager(
     identity: str | None = None,
 ) -> None:
     """The controllers of `kubernaut run`, with probes and metrics, leader election, the admission
-    webhook and a graceful stop on SIGTERM/SIGINT bounded by the shutdown grace period."""
+    webhook and a graceful stop on SIGTERM/SIGINT bounded by the shutdown grace period.
+
+    `gateway` among the controllers serves the Alertmanager intake; like the webhook it serves on
+    every replica, leader or not."""
     from kubernaut.audit.factory import open_audit_sink
     from kubernaut.controllers.webhook import AdmissionServer
+    from kubernaut.gateway.server import GatewayServer
     from kubernaut.metrics import start_metrics_server
 
+    gateway = "gateway" in controllers
+    controllers = tuple(name for name in controllers if name != "gateway")
     config = settings.manager
     grace = config.shutdown_grace_period.total_seconds()
     stop = stop or asyncio.Event()
@@ -345,7 +351,7 @@ async def run_manager(
         manager = build_manager(settings, kubeconfig=kubeconfig, controllers=controllers, audit=audit)
         manager.drain_timeout = compute_drain_timeout(grace, settings.audit.close_timeout.total_seconds())
         manager.watch_stop_timeout = WATCH_STOP_SECONDS
-        if config.leader_election.enabled:
+        if config.leader_election.enabled and controllers:  # the gateway alone serves on every replica
             manager.leader = LeaderElector.from_config(
                 manager.client, config.leader_election, controllers, identity or build_identity()
             )
@@ -360,6 +366,10 @@ async def run_manager(
                 webhook = AdmissionServer.from_config(config.admission_webhook)
                 await webhook.start()
                 stack.push_async_callback(webhook.stop)
+            if gateway:
+                intake = GatewayServer(manager.client, settings.gateway)
+                await intake.start()
+                stack.push_async_callback(intake.stop)
             reclaim = asyncio.create_task(reclaim_signals(ready), name="reclaim-signals")
             log.info("Starting controllers: %s", ", ".join(controllers) or "none")
             try:
