@@ -59,6 +59,15 @@ async def open_audit_store(
         await store.close()
 
 
+async def check_audit_store(config: AuditConfig) -> None:
+    """Open the configured store once and close it: ConfigError naming `audit.url` when it cannot be
+    opened, so that a process can refuse to start before it starts anything else."""
+    if config.url.startswith("memory://"):
+        return
+    async with open_audit_store(config.url, connect_timeout=config.connect_timeout.total_seconds()):
+        pass
+
+
 @contextlib.asynccontextmanager
 async def open_audit_sink(config: AuditConfig, state_dir: Path | None = None) -> AsyncIterator[AuditSink]:
     """A started AuditWriter over the configured store (closed, and flushed within the timeout, on exit).

@@ -8,10 +8,11 @@ instead of the pool's own back-off, which grows to minutes.
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import AsyncConnection
@@ -87,16 +88,25 @@ _INSERT = (
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
+def find_url_secrets(url: str) -> list[str]:
+    """The password of a connection URL (userinfo or `password=` parameter), as written and
+    percent-decoded, longest first; found by pattern, so a malformed URL gives it up too."""
+    found = {m.group(1) for m in re.finditer(r"://[^:/?#@]*:([^@/?#]*)@", url)}
+    found.update(re.findall(r"[?&]password=([^&#]*)", url))
+    found |= {unquote(secret) for secret in found}
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
+
+
+def redact_secrets(text: str, url: str) -> str:
+    """`text` (a message, possibly quoting the URL) with the URL's password replaced by ***."""
+    for secret in find_url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable URL>"
+    return redact_secrets(url, url)
 
 
 class PostgresAuditStore:
@@ -115,7 +125,7 @@ class PostgresAuditStore:
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise AuditError(f"malformed PostgreSQL URL {redact_url(url)}: {exc}") from None
+            raise AuditError(f"malformed PostgreSQL URL {redact_url(url)}: {redact_secrets(str(exc), url)}") from None
         store = cls(url, connect_timeout=connect_timeout)
         await store._ensure_pool()
         try:
@@ -156,7 +166,7 @@ class PostgresAuditStore:
                 pool = self._new_pool()
                 await pool.open(wait=True, timeout=self._connect_timeout)
             except (psycopg.Error, OSError) as exc:
-                raise AuditError(f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}") from exc
+                raise self._error(f"cannot connect to PostgreSQL at {redact_url(self.url)}", exc) from exc
             self._pool, self._healthy = pool, True
             return pool
 
@@ -179,12 +189,16 @@ class PostgresAuditStore:
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                     log.info("Applied audit schema migration %d", version)
         except psycopg.Error as exc:
-            raise AuditError(f"cannot migrate the audit schema at {redact_url(self.url)}: {exc}") from exc
+            raise self._error(f"cannot migrate the audit schema at {redact_url(self.url)}", exc) from exc
+
+    def _error(self, what: str, exc: BaseException) -> AuditError:
+        return AuditError(f"{what}: {redact_secrets(str(exc), self.url)}")
 
     def _failed(self, exc: BaseException) -> AuditError:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
-            self._healthy = False  # replace the pool on the next call
-        return AuditError(f"audit store {redact_url(self.url)}: {exc}")
+        # Whatever failed, the next call gets fresh connections: a pooled session can stay unusable
+        # after the server recovers (cut, or read-only while the database or server was read-only).
+        self._healthy = False
+        return self._error(f"audit store {redact_url(self.url)}", exc)
 
     async def append(self, events: Sequence[AuditEvent]) -> int:
         if not events:

@@ -13,7 +13,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from kubernaut.audit.factory import open_audit_sink
+from kubernaut.audit.factory import check_audit_store, open_audit_sink
 from kubernaut.config import Settings
 from kubernaut.controllers.demo import NAMESPACE as DEMO_NAMESPACE
 from kubernaut.controllers.demo import run_story
@@ -60,6 +60,8 @@ async def run_dev_up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     settings = dev_settings(settings, state_dir)
+    if controllers:
+        await check_audit_store(settings.audit)  # a bad audit.url stops dev up before anything starts
 
     announce("Starting the local control plane (etcd + kube-apiserver)...")
     plane = await asyncio.to_thread(ControlPlane(state_dir, fsync=True).start)
