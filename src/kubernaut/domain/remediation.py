@@ -29,6 +29,7 @@ from kubernaut.config import TimeoutsConfig
 from kubernaut.domain.audit_events import ORCHESTRATOR_ACTOR
 from kubernaut.domain.conditions import set_condition
 from kubernaut.domain.duration import format_go_duration, format_rfc3339, parse_go_duration
+from kubernaut.domain.execution import FINALIZER as EXECUTION_FINALIZER
 from kubernaut.domain.routing import RoutingDecision, build_rr_target, is_time_based
 from kubernaut.domain.selection import SelectedWorkflow
 
@@ -155,14 +156,25 @@ def build_blocked_status(
     status = _transition(rr, Phase.BLOCKED)
     status.block_reason = decision.reason
     status.block_message = decision.message
-    status.blocked_until = decision.blocked_until if is_time_based(decision.reason) else None
+    until = decision.blocked_until if is_time_based(decision.reason) else None
+    status.blocked_until = build_stored_instant(until) if until else None
     status.blocking_workflow_execution = decision.blocking_workflow_execution or None
     status.duplicate_of = decision.duplicate_of or None
     status.blocked_from_phase = from_phase
     if decision.consecutive_failure_count:
         status.consecutive_failure_count = decision.consecutive_failure_count
-        status.next_allowed_execution = decision.next_allowed_execution
+        status.next_allowed_execution = (
+            build_stored_instant(decision.next_allowed_execution) if decision.next_allowed_execution else None
+        )
     return status
+
+
+def build_stored_instant(moment: datetime) -> datetime:
+    """`moment` rounded up to a whole second: the API server keeps times to the second, and a block
+    read back must not end before its decision does (the request would resume into the same block)."""
+    if moment.microsecond == 0:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def build_resumed_status(rr: RemediationRequest) -> RemediationRequestStatus:
@@ -322,6 +334,8 @@ def build_workflow_execution(rr: RemediationRequest, selected: SelectedWorkflow)
                 LABEL_COMPONENT: "workflow-execution",
             },
             "ownerReferences": [_owner(rr)],
+            # The executor's cleanup finalizer from the start: it would add it as its first write anyway.
+            "finalizers": [EXECUTION_FINALIZER],
         },
         "spec": spec,
     }
