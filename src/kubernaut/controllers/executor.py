@@ -335,7 +335,10 @@ class Executor:
     async def _fetch_taskruns(self, pipelinerun: Body) -> dict[str, Body]:
         found: dict[str, Body] = {}
         for ref in (pipelinerun.get("status") or {}).get("childReferences") or []:
-            if not isinstance(ref, dict) or ref.get("kind") != "TaskRun" or not ref.get("name"):
+            # A broken Tekton may write anything here: only a TaskRun reference with a name is read.
+            if not isinstance(ref, dict) or ref.get("kind") != "TaskRun" or not isinstance(ref.get("name"), str):
+                continue
+            if not ref["name"]:
                 continue
             try:
                 taskrun = await self.client.get(TaskRunResource, ref["name"], namespace=self.namespace)
