@@ -2,6 +2,7 @@
 write conflicts. The audit trail is the real SQLite store behind the real writer."""
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ from tests.integration.test_executor_support import (
     DURATIONS,
     OUTCOMES,
     Metrics,
-    SteppedClock,
     condition,
     create_wfe,
     isolated_wfes,  # noqa: F401 - a fixture
     on_wfe_status_patch,
+    parse_time,
     patch_pipelinerun_status,
     rfc3339,
     sample,
@@ -100,7 +101,6 @@ async def test_status_write_conflicts(
     exec_ns = await create_namespace(kube, "exec")
     url = f"sqlite:///{tmp_path}/audit.db"
     settings = settings_for(exec_ns, audit={"url": url})
-    clock = SteppedClock()
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
     metrics = Metrics()
@@ -121,28 +121,31 @@ async def test_status_write_conflicts(
     async with watching_pipelineruns(kube, exec_ns) as watch:
         async with (
             open_audit_sink(settings.audit) as audit,
-            running(kubeconfig, settings, ("executor",), audit=audit, clock=clock) as manager,
+            running(kubeconfig, settings, ("executor",), audit=audit) as manager,
         ):
             on_wfe_status_patch(manager, change_it_first)
             await create_wfe(kube, "wfe-a", namespace, target)
-            started = clock.now
-            await wait_phase(kube, "wfe-a", namespace, "Running")
+            running_status = await wait_phase(kube, "wfe-a", namespace, "Running")
             await wait_events(kube, namespace, "wfe-a", "PipelineRunCreated")
             assert conflicts == {"left": 0, "met": 3}
 
+            # The first write met a conflict, so the retry adopted the PipelineRun it had created.
+            created = await kube.get(PipelineRunResource, lock, namespace=exec_ns)
+            assert running_status["startTime"] == rfc3339(created.metadata.creationTimestamp)
+
             conflicts["left"] = 3
-            clock.advance(42)
+            finished = parse_time(running_status["startTime"]) + timedelta(seconds=42)
             await patch_pipelinerun_status(
                 kube,
                 lock,
                 exec_ns,
-                {"completionTime": rfc3339(clock.now), **succeeded("True", "Succeeded", "Tasks Completed: 1")},
+                {"completionTime": rfc3339(finished), **succeeded("True", "Succeeded", "Tasks Completed: 1")},
             )
             status = await wait_phase(kube, "wfe-a", namespace, "Completed")
             await wait_events(kube, namespace, "wfe-a", "WorkflowCompleted")
             assert conflicts["met"] >= 4  # the terminal write met at least one
-            assert status["startTime"] == rfc3339(started)
-            assert status["duration"] == "42s"
+            assert status["startTime"] == running_status["startTime"]
+            assert (status["completionTime"], status["duration"]) == (rfc3339(finished), "42s")
 
         refused = [r for r in caplog.records if "the object has been modified" in r.getMessage()]
         assert len(refused) == conflicts["met"]  # each change made the next write a real 409
