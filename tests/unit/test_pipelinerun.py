@@ -148,3 +148,26 @@ def test_ownership_needs_name_and_namespace() -> None:
     assert not is_owned_by(ours, make_wfe("wfe-a", "team-2"))  # same name, other namespace
     assert not is_owned_by(ours, make_wfe("wfe-b", "team-1"))
     assert not is_owned_by({"metadata": {}}, make_wfe("wfe-a", "team-1"))
+
+
+def test_a_long_wfe_name_keeps_a_valid_label_and_maps_back() -> None:
+    from kubernaut.api.v1alpha1 import WorkflowExecution
+    from kubernaut.domain.pipelinerun import build_pipelinerun, is_owned_by, parse_owner
+
+    name = "we-" + "a" * 120
+    wfe = WorkflowExecution.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "team-1"},
+            "spec": {
+                "remediationRequestRef": {"name": "r"},
+                "targetResource": "team-1/Deployment/api",
+                "workflowRef": {"workflowId": "w", "version": "1", "containerImage": "b"},
+            },
+        }
+    )
+    manifest = build_pipelinerun(wfe, namespace="exec", service_account="sa")
+    label = manifest["metadata"]["labels"]["kubernaut.ai/workflow-execution"]
+    assert len(label) <= 63
+    assert label[-1].isalnum()
+    assert parse_owner(manifest) == ("team-1", name)
+    assert is_owned_by(manifest, wfe)

@@ -1,5 +1,6 @@
 """Rendering the Tekton PipelineRun that runs a WorkflowExecution (and is the lock on its target)."""
 
+import hashlib
 import re
 from typing import Any
 
@@ -11,6 +12,7 @@ LABEL_WORKFLOW_ID = "kubernaut.ai/workflow-id"
 LABEL_TARGET_RESOURCE = "kubernaut.ai/target-resource"
 LABEL_SOURCE_NAMESPACE = "kubernaut.ai/source-namespace"
 ANNOTATION_TARGET_RESOURCE = "kubernaut.ai/target-resource"
+ANNOTATION_WORKFLOW_EXECUTION = "kubernaut.ai/workflow-execution"
 TEKTON_API_VERSION = "tekton.dev/v1"
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -30,12 +32,16 @@ def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account
             "name": build_lock_name(target),
             "namespace": namespace,
             "labels": {
-                LABEL_WORKFLOW_EXECUTION: wfe.metadata.name,
+                LABEL_WORKFLOW_EXECUTION: build_name_label(wfe.metadata.name),
                 LABEL_WORKFLOW_ID: build_label_value(spec.workflow_ref.workflow_id),
                 LABEL_TARGET_RESOURCE: build_target_label(target),
                 LABEL_SOURCE_NAMESPACE: wfe.metadata.namespace,
             },
-            "annotations": {ANNOTATION_TARGET_RESOURCE: target},
+            "annotations": {
+                ANNOTATION_TARGET_RESOURCE: target,
+                # A WFE name may be longer than a label value can be; the annotation keeps it whole.
+                **({ANNOTATION_WORKFLOW_EXECUTION: wfe.metadata.name} if len(wfe.metadata.name) > 63 else {}),
+            },
         },
         "spec": {
             "pipelineRef": {
@@ -58,10 +64,21 @@ def build_label_value(value: str) -> str:
     return _LABEL_UNSAFE.sub("_", value).lstrip("-_.")[:63].rstrip("-_.")
 
 
+def build_name_label(name: str) -> str:
+    """An object name as a label value: itself up to 63 characters, else a prefix and a hash."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:52].rstrip('-.')}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
 def parse_owner(pipelinerun: dict[str, Any]) -> tuple[str, str]:
-    """(source namespace, WFE name) from a PipelineRun's labels; empty strings when absent."""
-    labels = (pipelinerun.get("metadata") or {}).get("labels") or {}
-    return labels.get(LABEL_SOURCE_NAMESPACE, ""), labels.get(LABEL_WORKFLOW_EXECUTION, "")
+    """(source namespace, WFE name) from a PipelineRun's labels (a long name: its annotation)."""
+    meta = pipelinerun.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    name = (meta.get("annotations") or {}).get(ANNOTATION_WORKFLOW_EXECUTION) or labels.get(
+        LABEL_WORKFLOW_EXECUTION, ""
+    )
+    return labels.get(LABEL_SOURCE_NAMESPACE, ""), name
 
 
 def is_owned_by(pipelinerun: dict[str, Any], wfe: WorkflowExecution) -> bool:
