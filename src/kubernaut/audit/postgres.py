@@ -158,7 +158,7 @@ class PostgresAuditStore:
             if self._pool is not None:
                 # Stop the broken pool's own reconnection attempts; a fresh pool replaces it below.
                 broken, self._pool = self._pool, None
-                await broken.close(timeout=1.0)
+                await close_pool(broken, within=1.0)
             try:
                 # A direct probe fails at once while the server is down; a fresh pool would wait out its timeout.
                 probe = await AsyncConnection.connect(self.url, connect_timeout=max(1, round(self._connect_timeout)))
@@ -301,5 +301,18 @@ class PostgresAuditStore:
     async def close(self) -> None:
         self._closed = True
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await close_pool(pool)
+
+
+async def close_pool(pool: Pool, within: float = 5.0) -> None:
+    """Close a pool whose worker tasks may have been cancelled by someone else already: kopf, when
+    it stops, cancels every task started after it, and a pool made after a reconnection has such
+    workers. Their cancellation is not ours to pass on; our own still is."""
+    try:
+        await pool.close(timeout=within)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("The audit store's connection pool workers were already cancelled")
