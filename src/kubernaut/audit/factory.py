@@ -42,13 +42,16 @@ def build_outbox_path(config: AuditConfig, state_dir: Path | None) -> Path:
 async def open_audit_store(
     url: str, *, create: bool = True, connect_timeout: float = 10.0
 ) -> AsyncIterator[AuditStore]:
-    """The store itself (for reading and verifying); ConfigError naming `audit.url` when it cannot be opened."""
+    """The store itself (for reading and verifying); ConfigError naming `audit.url` when it cannot be opened.
+
+    `create=False` is a reader's open: nothing is created or migrated, so a read-only store reads.
+    """
     store: AuditStore
     try:
         if url.startswith("sqlite://"):
             store = await SqliteAuditStore.open(parse_sqlite_path(url), create=create)
         elif is_postgres_url(url):
-            store = await PostgresAuditStore.open(url, connect_timeout=connect_timeout)
+            store = await PostgresAuditStore.open(url, connect_timeout=connect_timeout, migrate=create)
         else:
             raise ConfigError(f"audit.url {redact_url(url)!r}: only sqlite:/// and postgresql:// URLs name a store")
     except AuditError as exc:  # its message names the URL or path

@@ -120,8 +120,10 @@ class PostgresAuditStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, url: str, *, connect_timeout: float = 10.0) -> "PostgresAuditStore":
-        """Connect and migrate; AuditError when the server cannot be reached or the URL is malformed."""
+    async def open(cls, url: str, *, connect_timeout: float = 10.0, migrate: bool = True) -> "PostgresAuditStore":
+        """Connect and migrate (a reader, `migrate=False`, only checks that the schema is there, so
+        that it reads a store it may not write); AuditError when the server cannot be reached, the
+        URL is malformed or, for a reader, there is no store."""
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -129,7 +131,7 @@ class PostgresAuditStore:
         store = cls(url, connect_timeout=connect_timeout)
         await store._ensure_pool()
         try:
-            await store._migrate()
+            await (store._migrate() if migrate else store._require_schema())
         except BaseException:
             await store.close()
             raise
@@ -190,6 +192,17 @@ class PostgresAuditStore:
                     log.info("Applied audit schema migration %d", version)
         except psycopg.Error as exc:
             raise self._error(f"cannot migrate the audit schema at {redact_url(self.url)}", exc) from exc
+
+    async def _require_schema(self) -> None:
+        pool = await self._ensure_pool()
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute("SELECT to_regclass('audit_events') IS NOT NULL AS present")
+                row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise self._error(f"cannot read the audit schema at {redact_url(self.url)}", exc) from exc
+        if row is None or not row["present"]:
+            raise AuditError(f"no audit store at {redact_url(self.url)}")
 
     def _error(self, what: str, exc: BaseException) -> AuditError:
         return AuditError(f"{what}: {redact_secrets(str(exc), self.url)}")

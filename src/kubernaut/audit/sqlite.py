@@ -109,7 +109,11 @@ class SqliteAuditStore:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed append survives power loss, not just a process crash.
             conn.execute("PRAGMA synchronous=FULL")
-            apply_migrations(conn)
+            if create:
+                apply_migrations(conn)
+            elif conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_events'").fetchone() is None:
+                # A reader does not migrate, so that it reads a store it may not write (read-only file).
+                raise AuditError(f"no audit store at {self.path}")
         except sqlite3.Error as exc:
             conn.close()
             raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc

@@ -109,7 +109,7 @@ def dev_up(
                 demo=demo,
             )
         )
-    except ControlPlaneError as exc:
+    except (ConfigError, ControlPlaneError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         pass
