@@ -18,9 +18,12 @@ def _duration(value: Any) -> timedelta:
         return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a Go duration such as 90s, 5m or 1h30m")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    return parse_go_duration(value)
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        return parse_go_duration(value)
+    except OverflowError:  # 1e9h, .inf: a ValueError names the key, an OverflowError would crash the start
+        raise ValueError("duration out of range") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
@@ -355,8 +358,12 @@ def load_settings(path: Path | None) -> Settings:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a settings file") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     return parse_settings(raw)

@@ -18,6 +18,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False, help="run the long fault-injection variants")
 
 
+_LONG = [False]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _LONG[0] = bool(config.getoption("--long", default=False))
+
+
+def long_run() -> bool:
+    """Whether the long variants run (`--long`); read at import by tests that size their examples."""
+    return _LONG[0]
+
+
 @dataclass(frozen=True)
 class Scale:
     """How much of each campaign to run: the short variant in `make test`, the long one in `make faults`."""
@@ -29,8 +41,8 @@ class Scale:
 
 
 @pytest.fixture(scope="session")
-def scale(request: pytest.FixtureRequest) -> Scale:
-    if request.config.getoption("--long", default=False):
+def scale() -> Scale:
+    if long_run():
         return Scale(long=True, remediations=200, kills=12, batch_remediations=60)
     return Scale(long=False, remediations=30, kills=3, batch_remediations=12)
 
