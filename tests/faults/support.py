@@ -75,7 +75,9 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
 
-    def start(self, config: Path, *, faults: str = "", extra_env: dict[str, str] | None = None) -> None:
+    def start(
+        self, config: Path, *, faults: str = "", extra_env: dict[str, str] | None = None, verbose: bool = False
+    ) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.runs += 1
         log = self.log_dir / f"operator-{self.runs}.log"
@@ -97,6 +99,7 @@ class Operator:
                     str(config),
                     "--controllers",
                     self.controllers,
+                    *(["--verbose"] if verbose else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
