@@ -43,6 +43,9 @@ unit: $(STAMP) ## Fast tests without I/O
 test: setup lint typecheck importlint ## Everything: lint, types, layers, then every test against real parts
 	$(BIN)/pytest -q
 
+faults: setup ## Long fault-injection runs: 200 remediations under kill -9, restarts, conflicts, bad input
+	$(BIN)/pytest tests/faults --long -q -rA -s
+
 bench: setup ## Benchmarks (prints a table, writes bench/results.json)
 	$(BIN)/python -m bench
 

@@ -25,7 +25,7 @@ def parse_fault_spec(value: str) -> dict[str, int]:
     points: dict[str, int] = {}
     for entry in filter(None, (part.strip() for part in value.split(","))):
         name, _, count = entry.partition(":")
-        passes = int(count) if count else 1
+        passes = int(count) if count.isdigit() else (1 if not count else 0)
         if not name or passes < 1:
             raise ValueError(f"{ENV_VAR}: bad entry {entry!r}; expected <point>:<n> with n >= 1")
         points[name] = passes
