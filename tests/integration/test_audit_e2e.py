@@ -186,6 +186,7 @@ def assert_story_counts(counts: Counter[str]) -> None:
 async def test_one_event_per_transition(kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
     _, counts = await run_story(kube, kubeconfig, namespace, tmp_path)
     assert_story_counts(counts)
+    print(f"\n{sum(counts.values())} events, each once: {dict(sorted(counts.items()))}")
 
 
 class StatusConflicts:
@@ -222,3 +223,4 @@ async def test_one_event_per_transition_through_write_conflicts(
     _, counts = await run_story(kube, kubeconfig, namespace, tmp_path, conflicts=conflicts)
     assert conflicts.injected >= 20  # every kind of transition met some
     assert_story_counts(counts)
+    print(f"\n{conflicts.injected} status writes met a 409; {sum(counts.values())} events, each once")
