@@ -30,6 +30,7 @@ from tests.integration.rr import fingerprint, rr_manifest
 from tests.integration.test_audit_e2e_support import (
     assert_exactly_expected,
     build_expected_events,
+    caught_up,
     list_audit_events,
     unique_workflow_id,
     verify_audit,
@@ -37,7 +38,6 @@ from tests.integration.test_audit_e2e_support import (
 from tests.integration.test_executor_support import api_error
 from tests.integration.test_orchestrator_support import (
     STANDIN,
-    Recorded,
     annotate_wfe,
     create_rr,
     recording,
@@ -130,17 +130,6 @@ async def wait_all_final(kube: AsyncClient, namespace: str) -> None:
         )
 
     await eventually(settled, timeout=60, what="executions and notifications final")
-
-
-async def caught_up(kube: AsyncClient, requests: Recorded, namespace: str) -> None:
-    """The watch has seen the latest version of every request (so their history is complete)."""
-
-    async def probe() -> bool:
-        seen = {(body["metadata"]["name"], body["metadata"]["resourceVersion"]) for *_, body in requests.events}
-        current = [rr async for rr in kube.list(RemediationRequestResource, namespace=namespace)]
-        return all((rr.metadata.name, rr.metadata.resourceVersion) in seen for rr in current)
-
-    await eventually(probe, what="the request watch caught up")
 
 
 async def run_story(

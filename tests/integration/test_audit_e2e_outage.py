@@ -20,10 +20,10 @@ from kubernaut.kube.resources import RemediationRequestResource
 from tests.conftest_postgres import running_postgres
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest
-from tests.integration.test_audit_e2e import caught_up
 from tests.integration.test_audit_e2e_support import (
     assert_exactly_expected,
     build_expected_events,
+    caught_up,
     list_audit_events,
     unique_workflow_id,
     verify_audit,

@@ -16,7 +16,12 @@ from typing import Any
 from lightkube import AsyncClient
 
 from kubernaut.api.audit import build_event_id
-from kubernaut.kube.resources import NotificationRequestResource, WorkflowExecutionResource
+from kubernaut.kube.resources import (
+    NotificationRequestResource,
+    RemediationRequestResource,
+    WorkflowExecutionResource,
+)
+from tests.integration.harness import eventually
 from tests.integration.test_orchestrator_support import Recorded
 
 KUBERNAUT = [sys.executable, "-m", "kubernaut"]
@@ -151,6 +156,17 @@ async def build_expected_events(kube: AsyncClient, requests: Recorded, namespace
     async for nr in kube.list(NotificationRequestResource, namespace=namespace):
         expected.update(build_notification_expectations(nr.to_dict()))
     return expected
+
+
+async def caught_up(kube: AsyncClient, requests: Recorded, namespace: str) -> None:
+    """The watch has seen the latest version of every request (so their history is complete)."""
+
+    async def probe() -> bool:
+        seen = {(body["metadata"]["name"], body["metadata"]["resourceVersion"]) for *_, body in requests.events}
+        current = [rr async for rr in kube.list(RemediationRequestResource, namespace=namespace)]
+        return all((rr.metadata.name, rr.metadata.resourceVersion) in seen for rr in current)
+
+    await eventually(probe, what="the request watch caught up")
 
 
 def event_key(event: dict[str, Any]) -> EventKey:

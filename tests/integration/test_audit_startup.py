@@ -24,10 +24,10 @@ from kubernaut.kube.resources import RemediationRequestResource
 from tests.conftest_postgres import free_port
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest
-from tests.integration.test_audit_e2e import caught_up
 from tests.integration.test_audit_e2e_support import (
     assert_exactly_expected,
     build_expected_events,
+    caught_up,
     list_audit_events,
     run_kubernaut,
     unique_workflow_id,
