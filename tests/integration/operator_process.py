@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from kubernaut.devcluster.certs import issue_client_cert
 from kubernaut.devcluster.controlplane import ControlPlane, free_port
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.client import install_crds, make_client
+from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.paths import crd_paths, project_dir
 
 SYSTEM_NAMESPACE = "kubernaut-system"
@@ -167,6 +169,23 @@ async def tekton_standin(client: AsyncClient, namespace: str = EXECUTION_NAMESPA
         await asyncio.wait_for(task, 10)
 
 
+async def holder(cluster: ProductionCluster, lease: str) -> str:
+    """The holderIdentity of a Lease in kubernaut-system; empty when free or absent."""
+    found = await cluster.lease(lease)
+    return str(((found or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+async def count_pipelinerun_creations(client: AsyncClient, seen: Counter[str], stop: asyncio.Event) -> None:
+    """Every ADDED event of a PipelineRun in the execution namespace, by name."""
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            async for op, obj in client.watch(PipelineRunResource, namespace=EXECUTION_NAMESPACE):
+                if op == "ADDED":
+                    seen[obj.metadata.name] += 1
+                if stop.is_set():
+                    return
+
+
 # -- `kubernaut run` as a subprocess ----------------------------------------------------------------------
 
 
@@ -244,7 +263,7 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.popen is not None

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient
 
-from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
+from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import eventually
 from tests.integration.operator_process import (
-    EXECUTION_NAMESPACE,
     OperatorProcess,
     ProductionCluster,
     cluster,
+    count_pipelinerun_creations,
+    holder,
     tekton_standin,
     write_config,
 )
@@ -35,12 +35,7 @@ LEASE_SECONDS, RETRY_SECONDS = 3.0, 0.5
 REMEDIATIONS = 50
 
 
-async def holder(cluster: ProductionCluster, lease: str) -> str:
-    found = await cluster.lease(lease)
-    return str(((found or {}).get("spec") or {}).get("holderIdentity") or "")
-
-
-async def wait_holder(cluster: ProductionCluster, lease: str, prefix: str, timeout: float = 30.0) -> float:
+async def wait_holder(cluster: ProductionCluster, lease: str, prefix: str, timeout: float = 60.0) -> float:
     """Seconds until `prefix`'s replica holds the Lease."""
     started = time.monotonic()
 
@@ -67,17 +62,6 @@ async def replicas(
     finally:
         for process in processes.values():
             process.stop_now()
-
-
-async def count_pipelinerun_creations(client: AsyncClient, seen: Counter[str], stop: asyncio.Event) -> None:
-    """Every ADDED event of a PipelineRun in the execution namespace, by name."""
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            async for op, obj in client.watch(PipelineRunResource, namespace=EXECUTION_NAMESPACE):
-                if op == "ADDED":
-                    seen[obj.metadata.name] += 1
-                if stop.is_set():
-                    return
 
 
 def audit_events(db: Path) -> list[tuple[str, str, str]]:
@@ -119,7 +103,7 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
         async def some_completed() -> bool:
             return (await phases())["Completed"] >= 10
 
-        await eventually(some_completed, timeout=60, interval=0.2, what="10 remediations completed")
+        await eventually(some_completed, timeout=180, interval=0.2, what="10 remediations completed")
 
         # Only the leaders reconciled; the standbys watched (their caches are warm) and did nothing.
         assert await procs["ro-a"].metric_sum("kubernaut_remediationorchestrator_reconcile_total") > 0
@@ -140,14 +124,15 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
         await wait_holder(cluster, "kubernaut-orchestrator", "ro-b")
         await wait_holder(cluster, "kubernaut-executor", "we-b")
         takeover = time.monotonic() - killed
-        # A standby counts the lease duration from the last renewal it saw, and tries every retry period.
-        assert takeover <= LEASE_SECONDS + 2 * RETRY_SECONDS + 1.0, takeover
+        # A standby counts the lease duration from the last renewal it saw (at most a retry period after
+        # it happened) and tries every retry period (plus jitter); the rest is slack for a busy machine.
+        assert takeover <= LEASE_SECONDS + 2 * RETRY_SECONDS * 1.2 + 2.0, takeover
 
         async def all_completed() -> Counter[str] | None:
             found = await phases()
             return found if found["Completed"] == REMEDIATIONS else None
 
-        await eventually(all_completed, timeout=120, interval=0.5, what="every remediation completed")
+        await eventually(all_completed, timeout=300, interval=0.5, what="every remediation completed")
         assert await procs["ro-b"].metric_sum("kubernaut_remediationorchestrator_reconcile_total") > 0
 
         # Exactly one WFE per request and one PipelineRun per WFE, none failed as a race.

@@ -154,7 +154,7 @@ async def wait_phase(cluster: ProductionCluster, name: str, namespace: str, *pha
     async def reached() -> dict[str, Any] | None:
         return await phase(cluster, name, namespace, *phases)
 
-    return await eventually(reached, timeout=60, interval=0.1, what=f"{name} in {' or '.join(phases)}")
+    return await eventually(reached, timeout=180, interval=0.1, what=f"{name} in {' or '.join(phases)}")
 
 
 @contextlib.asynccontextmanager
@@ -245,7 +245,7 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
                 ]
                 return bool(found) and all((n.get("status") or {}).get("phase") == "Sent" for n in found)
 
-            await eventually(delivered, timeout=30, what="manual-review notifications sent")
+            await eventually(delivered, timeout=120, what="manual-review notifications sent")
 
             # Clearing: without the verbs, 403; with them, the webhook records who did it.
             with pytest.raises(ApiError) as forbidden:
@@ -265,7 +265,7 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
                 wfe = await cluster.admin.get(WorkflowExecutionResource, "we-rr-fail", namespace=namespace)
                 return (wfe.to_dict().get("status") or {}).get("blockClearance")
 
-            clearance = await eventually(cleared, timeout=30, what="block clearance recorded")
+            clearance = await eventually(cleared, timeout=120, what="block clearance recorded")
             assert clearance["clearedBy"] == "alice"
             assert clearance["clearReason"] == "db restored from backup"
             assert clearance["clearMethod"] == "Annotation"

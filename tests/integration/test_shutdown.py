@@ -18,11 +18,12 @@ from tests.integration.operator_process import (
     OperatorProcess,
     ProductionCluster,
     cluster,
+    count_pipelinerun_creations,
+    holder,
     tekton_standin,
     write_config,
 )
 from tests.integration.rr import rr_manifest
-from tests.integration.test_leader_election import count_pipelinerun_creations, holder
 
 pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for pytest
@@ -82,7 +83,7 @@ async def test_sigterm_mid_flight_then_restart_finishes_everything_once(
                 found = await phases(cluster, namespace)
                 return found if found["Executing"] >= 5 else None
 
-            before = await eventually(mid_flight, timeout=60, interval=0.1, what="5 remediations executing")
+            before = await eventually(mid_flight, timeout=180, interval=0.1, what="5 remediations executing")
             assert before["Completed"] < REMEDIATIONS
 
             sent = time.monotonic()
@@ -104,7 +105,7 @@ async def test_sigterm_mid_flight_then_restart_finishes_everything_once(
             async def all_completed() -> bool:
                 return (await phases(cluster, namespace))["Completed"] == REMEDIATIONS
 
-            await eventually(all_completed, timeout=90, interval=0.3, what="every remediation completed")
+            await eventually(all_completed, timeout=300, interval=0.3, what="every remediation completed")
             for proc in second:
                 proc.signal(signal.SIGTERM)
             assert [await proc.wait_exit(GRACE_SECONDS + 5) for proc in second] == [0, 0]
@@ -146,7 +147,7 @@ async def test_the_grace_period_holds_when_the_api_server_is_gone(cluster: Produ
         async def leading() -> bool:
             return await proc.metric_sum("kubernaut_leader_election_is_leader") == 1
 
-        await eventually(leading, timeout=20, what="executor-x leading")
+        await eventually(leading, timeout=60, what="executor-x leading")
         outage = asyncio.ensure_future(asyncio.to_thread(cluster.plane.restart_apiserver, 10.0))
         await asyncio.sleep(0.5)  # the API server is stopping; its restart waits 10s
         sent = time.monotonic()
