@@ -172,6 +172,8 @@ def run(
     )
     names = _controllers(controllers, (*ALL_CONTROLLERS, "gateway"))
     _setup_logging(verbose)
+    from lightkube.core.exceptions import ConfigError as KubeConfigError
+
     from kubernaut.controllers.leader import LeadershipLostError
     from kubernaut.controllers.manager import run_manager
 
@@ -179,6 +181,8 @@ def run(
         asyncio.run(run_manager(settings, kubeconfig=kubeconfig, controllers=names))
     except ConfigError as exc:
         _fail(str(exc))
+    except KubeConfigError as exc:  # no usable kubeconfig or in-cluster credentials
+        _fail(f"kubeconfig: {exc}")
     except LeadershipLostError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from lightkube import AsyncClient
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings
 from kubernaut.controllers.leader import RELEASE_SECONDS, LeaderElector, LeadershipLostError, build_identity
+from kubernaut.errors import ConfigError
 from kubernaut.kube.client import make_client
 from kubernaut.kube.kubeconfig import read_connection
 from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result
@@ -360,11 +362,20 @@ async def run_manager(
             stack.push_async_callback(manager.client.close)
             if config.metrics_address:
                 host, port = _split_address(config.metrics_address)
-                runner, _ = await start_metrics_server(host, port, ready.is_set)
+                try:
+                    runner, _ = await start_metrics_server(host, port, ready.is_set)
+                except OSError as exc:
+                    raise ConfigError(f"manager.metricsAddress {config.metrics_address}: {exc.strerror}") from None
                 stack.push_async_callback(runner.cleanup)
             if config.admission_webhook.address:
                 webhook = AdmissionServer.from_config(config.admission_webhook)
-                await webhook.start()
+                try:
+                    await webhook.start()
+                except (OSError, ssl.SSLError) as exc:
+                    where = (
+                        f"{config.admission_webhook.address} with certificates from {config.admission_webhook.cert_dir}"
+                    )
+                    raise ConfigError(f"cannot serve the admission webhook on {where}: {exc}") from None
                 stack.push_async_callback(webhook.stop)
             if gateway:
                 intake = GatewayServer(manager.client, settings.gateway)
