@@ -12,6 +12,7 @@ from lightkube import AsyncClient
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
+from tests.faults.support import clear_cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,3 +69,9 @@ async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
     await install_crds(client, crd_paths())
     yield client
     await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clean_cluster(kube: AsyncClient) -> None:
+    """For tests whose operator watches the whole cluster: nothing of earlier tests is left in it."""
+    await clear_cluster(kube)

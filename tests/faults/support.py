@@ -22,13 +22,20 @@ from typing import Any
 import yaml
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
+from lightkube.types import PatchType
 
 from kubernaut.api.audit import StoredAuditEvent, build_event_id
 from kubernaut.audit.factory import open_audit_store
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION
 from kubernaut.kube.faults import ENV_VAR as FAULT_ENV
-from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
+from kubernaut.kube.resources import (
+    NotificationRequestResource,
+    PipelineRunResource,
+    RemediationRequestResource,
+    TaskRunResource,
+    WorkflowExecutionResource,
+)
 from tests.integration.harness import eventually
 from tests.integration.rr import fingerprint, rr_manifest
 
@@ -527,6 +534,26 @@ async def check_invariants(
         "ledger_reconnects": ledger.reconnects,
     }
     return Verdict(problems, figures)
+
+
+async def clear_cluster(kube: AsyncClient) -> None:
+    """Remove every object our kinds left behind in any namespace (there is no namespace controller
+    here to do it): an operator watching the whole cluster then sees only its own test's objects."""
+    for resource in (RemediationRequestResource, NotificationRequestResource, PipelineRunResource, TaskRunResource):
+        async for obj in kube.list(resource, namespace="*"):
+            with contextlib.suppress(ApiError):
+                await kube.delete(resource, obj.metadata.name, namespace=obj.metadata.namespace)
+    async for obj in kube.list(WorkflowExecutionResource, namespace="*"):
+        with contextlib.suppress(ApiError):
+            if obj.metadata.finalizers:
+                await kube.patch(
+                    WorkflowExecutionResource,
+                    obj.metadata.name,
+                    {"metadata": {"finalizers": None}},
+                    namespace=obj.metadata.namespace,
+                    patch_type=PatchType.MERGE,
+                )
+            await kube.delete(WorkflowExecutionResource, obj.metadata.name, namespace=obj.metadata.namespace)
 
 
 async def restart_etcd(plane: ControlPlane, down_for: float = 0.0, timeout: float = 60.0) -> None:
