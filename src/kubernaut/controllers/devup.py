@@ -18,6 +18,7 @@ from kubernaut.config import Settings
 from kubernaut.controllers.demo import NAMESPACE as DEMO_NAMESPACE
 from kubernaut.controllers.demo import run_story
 from kubernaut.controllers.manager import build_manager
+from kubernaut.controllers.webhook import start_dev_webhook
 from kubernaut.devcluster.controlplane import ControlPlane, write_endpoints
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.gateway.server import GatewayServer
@@ -73,6 +74,10 @@ async def run_dev_up(
         await apply_objects(client, load_manifests([samples_dir()]))
         endpoints = {"apiserver": plane.url, "kubeconfig": str(plane.kubeconfig)}
         async with contextlib.AsyncExitStack() as stack:
+            # The admission webhook stamps who clears an execution block and validates our kinds.
+            webhook = await start_dev_webhook(client, state_dir)
+            stack.push_async_callback(webhook.stop, client)
+            endpoints["webhook"] = webhook.url
             if tekton_standin:
                 standin = TektonStandIn(client, settings.execution.namespace)
                 tasks.append(asyncio.create_task(standin.run(stop), name="tekton-standin"))
