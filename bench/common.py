@@ -326,7 +326,7 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def stop(self, grace: float = 15.0) -> None:
+    def stop(self, grace: float = 120.0) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:

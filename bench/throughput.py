@@ -398,10 +398,12 @@ async def run_paced(client: AsyncClient, rate: float, seconds: float, seed: str)
             asyncio.create_task(client.create(RemediationRequestResource(build_rr(f"p-{i:05d}", PACED_NS, seed))))
         )
     await asyncio.gather(*tasks)
-    await wait_for(timeline, lambda: len(timeline.pr_added) >= count, 60, "paced PipelineRuns created")
-    await wait_for(timeline, lambda: len(timeline.rr_done) >= count, 60, "paced requests done")
-    for task in watches:
-        task.cancel()
+    try:
+        await wait_for(timeline, lambda: len(timeline.pr_added) >= count, 60 + count, "paced PipelineRuns created")
+        await wait_for(timeline, lambda: len(timeline.rr_done) >= count, 60 + count, "paced requests done")
+    finally:
+        for task in watches:
+            task.cancel()
     return timeline.latencies()
 
 

@@ -36,6 +36,7 @@ from kubernaut.metrics import WE_DURATION_SECONDS, WE_PIPELINERUN_CREATIONS, WE_
 log = logging.getLogger(__name__)
 
 RUNNING_RESYNC_SECONDS = 10.0
+WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
 
 Phase = WorkflowExecutionPhase
 
@@ -50,7 +51,7 @@ class Executor:
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.events = EventRecorder(manager.client, EXECUTOR_ACTOR)
-        self.controller = manager.add_controller(Controller("executor", self.reconcile, workers=8))
+        self.controller = manager.add_controller(Controller("executor", self.reconcile, workers=WORKERS))
         manager.on_event(WFE_KIND, lambda _t, body, _o: self.controller.enqueue(object_key(body)))
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
 
@@ -275,7 +276,7 @@ class Executor:
         meta = wfe.metadata
         if ex.FINALIZER not in meta.finalizers:
             return Result.done()
-        await self._release_lock(wfe)
+        await self._release_lock(wfe, confirm_miss=True)
         body = self.wfes.get(wfe.key) or {}
         try:
             updated = await patch_object(
@@ -306,11 +307,17 @@ class Executor:
 
     # -- I/O helpers -------------------------------------------------------------------------------
 
-    async def _release_lock(self, wfe: WorkflowExecution) -> bool:
-        """Delete the target's PipelineRun if (and only if) it belongs to this WFE."""
+    async def _release_lock(self, wfe: WorkflowExecution, *, confirm_miss: bool = False) -> bool:
+        """Delete the target's PipelineRun if (and only if) it belongs to this WFE.
+
+        After the cooldown a cache miss means released: once the cache is synced our own PipelineRuns
+        are all in it (listed, or put there when we created or adopted them), and asking the API server
+        on every later pass would cost a request per finished execution. A deletion (`confirm_miss`)
+        asks anyway: the finalizer must never be dropped while the lock may still exist."""
         name = build_lock_name(wfe.spec.target_resource)
-        # A cache miss is not proof of absence (cold cache after a restart): ask the API server.
-        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}") or await self._fetch_pipelinerun(name)
+        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}")
+        if pipelinerun is None and (confirm_miss or not self.pipelineruns.synced.is_set()):
+            pipelinerun = await self._fetch_pipelinerun(name)
         if pipelinerun is None or not is_owned_by(pipelinerun, wfe):
             return False
         try:

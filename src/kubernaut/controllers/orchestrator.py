@@ -7,7 +7,7 @@ Thin: it reads the request and what routing needs from the informer caches, call
 import asyncio
 import logging
 import weakref
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lightkube.core.exceptions import ApiError
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from kubernaut.api.audit import AuditEvent
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
+    TERMINAL_PHASES,
     BlockReason,
     NotificationStatus,
     RemediationPhase,
@@ -83,6 +84,7 @@ log = logging.getLogger(__name__)
 
 Phase = RemediationPhase
 SAFETY_RESYNC = timedelta(seconds=60)
+WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
 WRITE_ATTEMPTS = 5  # status writes on conflict, while the request is still at the decided transition
 CREATION_RETRY = timedelta(seconds=5)
 
@@ -120,13 +122,21 @@ class Orchestrator:
                 BLOCKED_INDEX: index_rr_blocked,
             },
         )
+        # Routing reads only the part of a long history that can still decide (see _same_fingerprint
+        # and _executions_on), through indexes kept in order, so a decision costs the same at 10 or
+        # 10,000 finished requests on a signal or target.
+        self.rrs.add_index(HISTORY_BY_FINGERPRINT, index_rr_by_fingerprint, order=_rr_order)
+        self.rrs.add_index(ACTIVE_BY_FINGERPRINT, _index_active_rr_by_fingerprint)
+        self.rrs.add_index(BLOCKED_BY_TARGET, _index_blocked_rr_by_target)
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
+        self.wfes.add_index(ACTIVE_BY_TARGET, _index_active_wfe_by_target)
+        self.wfes.add_index(FINISHED_BY_TARGET, _index_finished_wfe_by_target, order=_wfe_finish_order)
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
         # One routing decision per target at a time (see _analyze); a lock lives while someone holds it.
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.controller = manager.add_controller(Controller("orchestrator", self.reconcile, workers=8))
+        self.controller = manager.add_controller(Controller("orchestrator", self.reconcile, workers=WORKERS))
         manager.on_event(RR_KIND, self._on_request)
         manager.on_event(WFE_KIND, self._on_execution)
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
@@ -138,7 +148,7 @@ class Orchestrator:
         key = object_key(body)
         self.controller.enqueue(key)
         namespace = (body.get("metadata") or {}).get("namespace", "")
-        RO_CURRENT_BLOCKED.labels(namespace=namespace).set(len(self.rrs.keys_by_index(BLOCKED_INDEX, namespace)))
+        RO_CURRENT_BLOCKED.labels(namespace=namespace).set(self.rrs.count_by_index(BLOCKED_INDEX, namespace))
         phase = (body.get("status") or {}).get("overallPhase")
         # A deleted original ends its duplicates too (its last body still shows the old phase).
         if type_ == "DELETED" or old is None or phase != (old.get("status") or {}).get("overallPhase"):
@@ -162,9 +172,8 @@ class Orchestrator:
             self._wake_blocked_on(target)
 
     def _wake_blocked_on(self, target: str) -> None:
-        for rr in self.rrs.by_index(TARGET_INDEX, target):
-            if (rr.get("status") or {}).get("overallPhase") == "Blocked":
-                self.controller.enqueue(object_key(rr))
+        for key in self.rrs.keys_by_index(BLOCKED_BY_TARGET, target):
+            self.controller.enqueue(key)
 
     def _on_notification(self, _type: str, body: Body, _old: Body | None) -> None:
         meta = body.get("metadata") or {}
@@ -179,7 +188,10 @@ class Orchestrator:
         if body is None:
             return Result.done()
         try:
-            rr = self.rrs.parsed(body, _parse_rr)
+            # A finished request's model is not kept: with a long history that would be a second,
+            # parsed copy of every request in memory (routing keeps only the few it reads).
+            finished = (body.get("status") or {}).get("overallPhase") in _TERMINAL_RR
+            rr = _parse_rr(body) if finished else self.rrs.parsed(body, _parse_rr)
         except ValidationError as exc:
             log.error("RemediationRequest %s cannot be read: %s", key, exc.errors()[0]["msg"])
             return Result.done()
@@ -295,6 +307,8 @@ class Orchestrator:
         ref = rr.status.workflow_execution_ref
         name = ref.name if ref else rem.build_child_name("we-", rr.metadata.name)
         body = self.wfes.get(f"{rr.metadata.namespace}/{name}") or await self._fetch_execution(rr, name)
+        if body is not None and _deleted_unfinished(body):
+            body = None  # deleted before it finished: gone as far as the request is concerned
         if body is None:
             status = rem.build_failed_status(
                 rr,
@@ -352,12 +366,13 @@ class Orchestrator:
             original_exists = original_body is not None
             original = self.rrs.parsed(original_body, _parse_rr) if original_body else None
         target = build_rr_target(rr)
+        lock = self._lock_on(target)
         decision = decide_blocked(
             rr,
             original=original,
             original_exists=original_exists,
-            same_target=self._executions_on(target),
-            lock=self._lock_on(target),
+            same_target=self._executions_on(target, lock=lock),
+            lock=lock,
             now=now,
         )
         match decision.action:
@@ -485,26 +500,63 @@ class Orchestrator:
 
     def _route(self, rr: RemediationRequest, *, workflow_id: str, stage: RoutingStage) -> RoutingDecision:
         target = build_rr_target(rr)
+        lock = self._lock_on(target)
         return decide_routing(
             rr,
             workflow_id=workflow_id,
             stage=stage,
             same_fingerprint=self._same_fingerprint(rr),
-            same_target=self._executions_on(target),
-            lock=self._lock_on(target),
+            same_target=self._executions_on(target, workflow_id=workflow_id, lock=lock),
+            lock=lock,
             now=self.clock(),
             config=self.routing,
         )
 
     def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
-        bodies = self.rrs.by_index(FINGERPRINT_INDEX, rr.spec.signal_fingerprint)
-        return [self.rrs.parsed(body, _parse_rr) for body in bodies]
+        """The requests of rr's signal that can still decide anything about it: every active one, and
+        the history newest first down to (and with) the newest Completed one. Older requests are
+        behind a success: the failure streak, the duplicate check and the streak notice all stop
+        there, so leaving them out gives the same answers."""
+        fingerprint = rr.spec.signal_fingerprint
+        bodies: dict[str, Body] = {}
+        for body in self.rrs.newest_first(HISTORY_BY_FINGERPRINT, fingerprint):
+            key = object_key(body)
+            bodies[key] = body
+            if key != rr.key and (body.get("status") or {}).get("overallPhase") == Phase.COMPLETED.value:
+                break
+        for key in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
+            active = self.rrs.get(key)
+            if active is not None:
+                bodies.setdefault(key, active)
+        return [self.rrs.parsed(body, _parse_rr) for body in bodies.values()]
 
     def _catalog(self) -> list[RemediationWorkflow]:
         return [self.catalog.parsed(body, _parse_workflow) for body in self.catalog.all()]
 
-    def _executions_on(self, target: str) -> list[WorkflowExecution]:
-        return [self.wfes.parsed(body, _parse_wfe) for body in self.wfes.by_index(TARGET_INDEX, target)]
+    def _executions_on(
+        self, target: str, *, workflow_id: str = "", lock: LockHolder | None = None
+    ) -> list[WorkflowExecution]:
+        """The executions on a target that can still decide anything: the active ones, the one named
+        by the lock, and the finished ones newest completion first down to (and with) the newest
+        Completed one of `workflow_id` (any workflow when empty). Busy, recently remediated,
+        back-off and previous-failure checks look no further back than that."""
+        bodies: dict[str, Body] = {}
+        for key in self.wfes.keys_by_index(ACTIVE_BY_TARGET, target):
+            active = self.wfes.get(key)
+            if active is not None:
+                bodies[key] = active
+        if lock is not None and lock.workflow_execution:
+            key = f"{lock.namespace}/{lock.workflow_execution}"
+            holder = self.wfes.get(key)
+            if holder is not None:
+                bodies[key] = holder
+        for body in self.wfes.newest_first(FINISHED_BY_TARGET, target):
+            bodies[object_key(body)] = body
+            if (body.get("status") or {}).get("phase") == WorkflowExecutionPhase.COMPLETED.value and (
+                not workflow_id or ((body.get("spec") or {}).get("workflowRef") or {}).get("workflowId") == workflow_id
+            ):
+                break
+        return [self.wfes.parsed(body, _parse_wfe) for body in bodies.values()]
 
     def _lock_on(self, target: str) -> LockHolder | None:
         name = build_lock_name(target)
@@ -677,6 +729,74 @@ def _same_transition(rr: RemediationRequest, body: Body) -> bool:
     return status.get("overallPhase") == phase and (status.get("transitionCount") or 0) == (
         rr.status.transition_count or 0
     )
+
+
+HISTORY_BY_FINGERPRINT = "fingerprintByAge"
+ACTIVE_BY_FINGERPRINT = "activeFingerprint"
+BLOCKED_BY_TARGET = "blockedTarget"
+ACTIVE_BY_TARGET = "activeTarget"
+FINISHED_BY_TARGET = "finishedTarget"
+_TERMINAL_RR = frozenset(phase.value for phase in TERMINAL_PHASES)
+_TERMINAL_WFE = frozenset((WorkflowExecutionPhase.COMPLETED.value, WorkflowExecutionPhase.FAILED.value))
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _parse_instant(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _rr_order(body: Body) -> tuple[datetime, str, str, str]:
+    """The routing's order of requests (creation, then name, namespace, uid)."""
+    meta = body.get("metadata") or {}
+    created = _parse_instant(meta.get("creationTimestamp")) or _LATEST
+    return (created, str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", "")))
+
+
+def _wfe_finish_order(body: Body) -> tuple[datetime, datetime, str, str]:
+    """The routing's order of finished executions (completion, then creation, namespace, name)."""
+    meta = body.get("metadata") or {}
+    completed = _parse_instant((body.get("status") or {}).get("completionTime")) or _LATEST
+    created = _parse_instant(meta.get("creationTimestamp")) or _LATEST
+    return (completed, created, str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def _deleted_unfinished(body: Body) -> bool:
+    """A WFE being deleted before it finished (it may linger while the executor's finalizer releases its lock)."""
+    return (
+        bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        and (body.get("status") or {}).get("phase") not in _TERMINAL_WFE
+    )
+
+
+def _index_active_rr_by_fingerprint(body: Body) -> list[str]:
+    if (body.get("status") or {}).get("overallPhase") in _TERMINAL_RR:
+        return []
+    return index_rr_by_fingerprint(body)
+
+
+def _index_blocked_rr_by_target(body: Body) -> list[str]:
+    if (body.get("status") or {}).get("overallPhase") != Phase.BLOCKED.value:
+        return []
+    return index_rr_by_target(body)
+
+
+def _index_active_wfe_by_target(body: Body) -> list[str]:
+    if (body.get("status") or {}).get("phase") in _TERMINAL_WFE:
+        return []
+    return index_wfe_by_target(body)
+
+
+def _index_finished_wfe_by_target(body: Body) -> list[str]:
+    status = body.get("status") or {}
+    if status.get("phase") not in _TERMINAL_WFE or not status.get("completionTime"):
+        return []
+    return index_wfe_by_target(body)
 
 
 def setup(manager: Manager) -> Orchestrator:

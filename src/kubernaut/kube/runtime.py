@@ -7,13 +7,14 @@ own queue with controller-runtime semantics: one worker per key at a time, coale
 """
 
 import asyncio
+import bisect
 import contextlib
 import heapq
 import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 IndexFn = Callable[[Body], Iterable[str]]
+OrderFn = Callable[[Body], Any]
+"""A sort key of an object within an ordered index (values must compare with each other)."""
 Listener = Callable[[str, Body, Body | None], None]
 """Called with (event type, new body, previous body) after the cache changed."""
 T = TypeVar("T")
@@ -47,6 +50,10 @@ class Cache:
         self._index_values: dict[str, dict[str, list[str]]] = {}
         self._models: dict[str, tuple[str, Any, Any]] = {}
         self._listeners: list[Listener] = []
+        self._order_fns: dict[str, OrderFn] = {}
+        self._ordered: dict[str, dict[str, list[tuple[Any, str]]]] = {}
+        self._order_values: dict[str, dict[str, tuple[Any, str]]] = {}
+        self._gone: dict[str, None] = {}  # uids of deleted objects, oldest first (bounded)
         self.synced = asyncio.Event()
 
     def listen(self, listener: Listener) -> None:
@@ -73,12 +80,18 @@ class Cache:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def add_index(self, name: str, fn: IndexFn) -> None:
+    def add_index(self, name: str, fn: IndexFn, order: OrderFn | None = None) -> None:
+        """An exact-match index; with `order`, each value's objects are also kept sorted by `order(body)`
+        so that `newest_first` walks them without sorting (a lookup stays cheap however long the history)."""
         if name in self._index_fns:
             return
         self._index_fns[name] = fn
         self._indexes[name] = defaultdict(set)
         self._index_values[name] = {}
+        if order is not None:
+            self._order_fns[name] = order
+            self._ordered[name] = defaultdict(list)
+            self._order_values[name] = {}
         for key, body in self._objects.items():
             self._index_one(name, key, body)
 
@@ -87,13 +100,26 @@ class Cache:
         self._index_values[name][key] = values
         for value in values:
             self._indexes[name][value].add(key)
+        order = self._order_fns.get(name)
+        if order is not None and values:
+            entry = (order(body), key)
+            self._order_values[name][key] = entry
+            for value in values:
+                bisect.insort(self._ordered[name][value], entry)
 
     def upsert(self, body: Body) -> tuple[Body | None, bool]:
-        """Store a body unless the cache holds the same or a newer version; returns (previous, applied)."""
+        """Store a body unless the cache holds the same or a newer version, or the object is known to be
+        deleted (a late event of it must not bring it back); returns (previous, applied)."""
         key = object_key(body)
         old = self._objects.get(key)
         if old is not None and not _newer(body, old):
             return old, False
+        if _uid(body) in self._gone:
+            return old, False
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and "managedFields" in meta:
+            # Server-side-apply bookkeeping: often the largest part of a body, and never read here.
+            body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         self._unindex(key)
         self._objects[key] = body
         for name in self._index_fns:
@@ -101,19 +127,38 @@ class Cache:
         return old, True
 
     def delete(self, body: Body) -> Body | None:
+        """Forget an object; a deletion of an earlier object of the same name leaves the current one."""
         key = object_key(body)
+        uid = _uid(body)
+        if uid:
+            self._gone[uid] = None
+            if len(self._gone) > _GONE_REMEMBERED:
+                del self._gone[next(iter(self._gone))]
+        current = self._objects.get(key)
+        if current is not None and uid and _uid(current) and _uid(current) != uid:
+            return None
         self._unindex(key)
         self._models.pop(key, None)
         return self._objects.pop(key, None)
 
     def _unindex(self, key: str) -> None:
         for name in self._index_fns:
-            for value in self._index_values[name].pop(key, []):
+            values = self._index_values[name].pop(key, [])
+            for value in values:
                 keys = self._indexes[name].get(value)
                 if keys is not None:
                     keys.discard(key)
                     if not keys:
                         del self._indexes[name][value]
+            entry = self._order_values[name].pop(key, None) if name in self._order_fns else None
+            if entry is not None:
+                for value in values:
+                    ordered = self._ordered[name][value]
+                    at = bisect.bisect_left(ordered, entry)
+                    if at < len(ordered) and ordered[at] == entry:
+                        del ordered[at]
+                    if not ordered:
+                        del self._ordered[name][value]
 
     def get(self, key: str) -> Body | None:
         return self._objects.get(key)
@@ -136,8 +181,25 @@ class Cache:
     def keys_by_index(self, index: str, value: str) -> list[str]:
         return sorted(self._indexes[index].get(value, ()))
 
+    def count_by_index(self, index: str, value: str) -> int:
+        return len(self._indexes[index].get(value, ()))
+
+    def newest_first(self, index: str, value: str) -> Iterator[Body]:
+        """The objects of an ordered index value, greatest `order` first, lazily."""
+        for _, key in reversed(self._ordered[index].get(value, [])):
+            body = self._objects.get(key)
+            if body is not None:
+                yield body
+
     def all(self) -> list[Body]:
         return list(self._objects.values())
+
+
+_GONE_REMEMBERED = 10_000
+
+
+def _uid(body: Body) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
 
 
 def _newer(new: Body, old: Body) -> bool:
