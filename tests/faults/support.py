@@ -387,7 +387,25 @@ async def wait_settled(kube: AsyncClient, namespace: str, exec_ns: str, timeout:
         return await eventually(settled, timeout=timeout, interval=0.5, what="every request settled")
     except AssertionError:
         snapshot = await take_snapshot(kube, namespace, exec_ns)
-        raise AssertionError(f"not settled after {timeout}s: {unsettled(snapshot)}") from None
+        raise AssertionError(f"not settled after {timeout}s: {unsettled(snapshot)}\n{describe(snapshot)}") from None
+
+
+def describe(snapshot: Snapshot) -> str:
+    """The executions and PipelineRuns that are not finished, for a failure message."""
+    lines = []
+    for wfe in snapshot.wfes:
+        status = wfe.get("status") or {}
+        if status.get("phase") not in ("Completed", "Failed"):
+            conditions = [(c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []]
+            lines.append(
+                f"WFE {wfe['metadata']['name']} {status.get('phase')} {wfe['spec']['targetResource']} {conditions}"
+            )
+    for pr in snapshot.pipelineruns:
+        status = pr.get("status") or {}
+        conditions = [(c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []]
+        labels = pr["metadata"].get("labels") or {}
+        lines.append(f"PR {pr['metadata']['name']} of {labels.get(LABEL_WORKFLOW_EXECUTION)} {conditions}")
+    return "\n".join(lines)
 
 
 async def wait_locks_released(kube: AsyncClient, exec_ns: str, cooldown: float, timeout: float) -> None:
@@ -473,6 +491,10 @@ def check_rr_audit(rr: dict[str, Any], events: Iterable[StoredAuditEvent]) -> li
     return problems
 
 
+def failures_of(wfe: dict[str, Any]) -> str | None:
+    return ((wfe.get("status") or {}).get("failureDetails") or {}).get("reason")
+
+
 def check_wfe_audit(wfe: dict[str, Any], events: list[StoredAuditEvent]) -> list[str]:
     status = wfe.get("status") or {}
     counts = Counter(e.event_type for e in events)
@@ -511,6 +533,8 @@ async def check_invariants(
     problems += [f"request {uid} has {n} WorkflowExecutions" for uid, n in owners.items() if n > 1]
     problems += [f"{wfe} had {n} PipelineRuns" for wfe, n in ledger.more_than_one_per_wfe().items()]
     problems += [f"two PipelineRuns at once on {overlap}" for overlap in ledger.overlaps]
+    races = [w["metadata"]["name"] for w in snapshot.wfes if failures_of(w) == "ExecutionRaceCondition"]
+    problems += [f"{name} lost the race for the lock: routing let two executions through" for name in races]
     events = await read_audit(audit_db)
     mine = [e for e in events if e.namespace == namespace]
     by_resource: dict[tuple[str, str], list[StoredAuditEvent]] = defaultdict(list)
@@ -525,10 +549,16 @@ async def check_invariants(
     if verified.returncode != 0:
         problems.append(f"audit verify failed: {verified.stdout}{verified.stderr}")
     phases = Counter((rr.get("status") or {}).get("overallPhase") for rr in snapshot.rrs)
+    failures = Counter(
+        ((w.get("status") or {}).get("failureDetails") or {}).get("reason")
+        for w in snapshot.wfes
+        if (w.get("status") or {}).get("phase") == "Failed"
+    )
     figures = {
         "requests": len(snapshot.rrs),
         "phases": dict(phases),
         "workflow_executions": len(snapshot.wfes),
+        "execution_failures": dict(failures),
         "pipelineruns_created": ledger.created,
         "audit_events": len(mine),
         "ledger_reconnects": ledger.reconnects,

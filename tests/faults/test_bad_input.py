@@ -111,6 +111,10 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _ref(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"].setdefault("workflowRef", {"workflowId": "restart-deployment"})
+
+
 RR_PARTS = {
     "name": lambda m, d: m["metadata"].__setitem__("name", d(names)),
     "target.kind": lambda m, d: m["spec"]["targetResource"].__setitem__("kind", d(nasty)),
@@ -119,10 +123,10 @@ RR_PARTS = {
     "signalName": lambda m, d: m["spec"].__setitem__("signalName", d(nasty)),
     "signalFingerprint": lambda m, d: m["spec"].__setitem__("signalFingerprint", d(nasty)),
     "severity": lambda m, d: m["spec"].__setitem__("severity", d(st.sampled_from(["CRITICAL", "", "fatal"]))),
-    "workflowId": lambda m, d: m["spec"]["workflowRef"].__setitem__("workflowId", d(nasty)),
-    "containerImage": lambda m, d: m["spec"]["workflowRef"].__setitem__("containerImage", d(bundles)),
-    "parameters": lambda m, d: m["spec"]["workflowRef"].__setitem__("parameters", d(huge_parameters)),
-    "no workflowRef": lambda m, d: m["spec"].pop("workflowRef"),
+    "workflowId": lambda m, d: _ref(m).__setitem__("workflowId", d(nasty)),
+    "containerImage": lambda m, d: _ref(m).__setitem__("containerImage", d(bundles)),
+    "parameters": lambda m, d: _ref(m).__setitem__("parameters", d(huge_parameters)),
+    "no workflowRef": lambda m, d: m["spec"].pop("workflowRef", None),
     "timeouts": lambda m, d: m["spec"].__setitem__("timeoutConfig", {"global": d(nasty), "executing": d(nasty)}),
     "signalLabels": lambda m, d: m["spec"].__setitem__("signalLabels", d(huge_parameters)),
 }

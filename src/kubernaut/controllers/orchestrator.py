@@ -5,6 +5,7 @@ Thin: it reads the request and what routing needs from the informer caches, call
 """
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from datetime import UTC, datetime, timedelta
@@ -85,7 +86,7 @@ log = logging.getLogger(__name__)
 Phase = RemediationPhase
 SAFETY_RESYNC = timedelta(seconds=60)
 WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
-WRITE_ATTEMPTS = 5  # status writes on conflict, while the request is still at the decided transition
+WRITE_ATTEMPTS = 10  # status writes on conflict, while the request is still at the decided transition
 CREATION_RETRY = timedelta(seconds=5)
 
 
@@ -668,6 +669,7 @@ class Orchestrator:
             if exc.status.code in (400, 403, 422):
                 raise CreationRefused(exc.status.message or str(exc)) from exc
             if exc.status.code != 409:
+                await self._learn_execution(rr, name)
                 raise  # transient: retried with back-off
             existing = await self._fetch_execution(rr, name)
             if existing is None:
@@ -676,9 +678,19 @@ class Orchestrator:
             if not any(owner.get("uid") == rr.metadata.uid for owner in owners):
                 raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request") from exc
             return existing
+        except Exception:
+            await self._learn_execution(rr, name)
+            raise
         body: Body = created.to_dict()
         self.wfes.apply("MODIFIED", body)
         return body
+
+    async def _learn_execution(self, rr: RemediationRequest, name: str) -> None:
+        """After a create whose answer was lost (a timeout, a 5xx) the execution may exist: read it now,
+        while the target's routing lock is held, so that the next request does not find the target free
+        and create a second execution that loses the race for the PipelineRun."""
+        with contextlib.suppress(Exception):
+            await self._fetch_execution(rr, name)
 
     async def _fetch_execution(self, rr: RemediationRequest, name: str) -> Body | None:
         try:
