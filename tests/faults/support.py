@@ -3,6 +3,7 @@ ever created, a mixed workload of remediations, and the checks that must hold wh
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,26 @@ from tests.integration.rr import fingerprint, rr_manifest
 
 TERMINAL = {"Completed", "Failed", "TimedOut", "Skipped", "Cancelled"}
 STANDIN = "kubernaut.local/standin"
+
+
+DEADLINE_SECONDS = 280.0
+
+
+def deadline(
+    seconds: float = DEADLINE_SECONDS,
+) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+    """Fail an async test that is not done in time with a traceback showing where it waited, inside
+    the test (before pytest-timeout, which would leave the coroutine pending in the shared loop)."""
+
+    def wrap(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(test)
+        async def bounded(*args: Any, **kwargs: Any) -> None:
+            async with asyncio.timeout(seconds):
+                await test(*args, **kwargs)
+
+        return bounded
+
+    return wrap
 
 
 def free_port() -> int:

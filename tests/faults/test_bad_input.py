@@ -31,7 +31,7 @@ from kubernaut.kube.resources import (
 )
 from tests.faults.conftest import long_run
 from tests.faults.passes import counting
-from tests.faults.support import TERMINAL, background
+from tests.faults.support import TERMINAL, background, deadline
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest
 
@@ -254,6 +254,7 @@ async def test_generated_catalog_entries_are_refused_or_accepted(
     await try_create(kube, garbage, "workflow", RemediationWorkflowResource, manifest)
 
 
+@deadline()
 async def test_whatever_was_accepted_ends_clearly_and_holds_up_nothing(
     kube: AsyncClient, kubeconfig: Path, garbage: Garbage
 ) -> None:

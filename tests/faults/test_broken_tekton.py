@@ -13,7 +13,7 @@ from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.faults.passes import counting
-from tests.faults.support import take_snapshot
+from tests.faults.support import deadline, take_snapshot
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest, rr_status
 
@@ -78,6 +78,7 @@ BROKEN: list[tuple[str, Any, str]] = [
 ]
 
 
+@deadline()
 async def test_broken_pipelinerun_status_never_crashes_or_wedges_the_executor(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:

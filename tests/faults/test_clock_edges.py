@@ -19,7 +19,7 @@ from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import BlockedAction, DecisionKind, RoutingStage, decide_blocked, decide_routing
 from kubernaut.kube.resources import RemediationRequestResource
-from tests.faults.support import background, read_audit, wait_locks_released
+from tests.faults.support import background, deadline, read_audit, wait_locks_released
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest, rr_status
 
@@ -129,6 +129,7 @@ def test_a_stored_block_never_ends_before_its_decision(config: RoutingConfig, pr
 
 
 @pytest.mark.integration
+@deadline()
 async def test_backoff_with_jitter_blocks_once_and_resumes_once(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:

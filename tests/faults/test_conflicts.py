@@ -28,6 +28,7 @@ from tests.faults.support import (
     Workload,
     background,
     check_invariants,
+    deadline,
     wait_locks_released,
     wait_settled,
 )
@@ -102,6 +103,7 @@ class LateEvents:
         loop.call_at(at, self._deliver, plural, event_type, body)
 
 
+@deadline()
 async def test_conflicts_lost_responses_and_late_events(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale
 ) -> None:

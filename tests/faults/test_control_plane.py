@@ -19,6 +19,7 @@ from tests.faults.support import (
     Workload,
     background,
     check_invariants,
+    deadline,
     restart_etcd,
     wait_locks_released,
     wait_settled,
@@ -96,6 +97,7 @@ async def _create(kube: AsyncClient, manifest: dict[str, object]) -> bool:
     return True
 
 
+@deadline()
 async def test_apiserver_restart_during_remediations(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale, fault_plane: ControlPlane
 ) -> None:
@@ -105,6 +107,7 @@ async def test_apiserver_restart_during_remediations(
     print("apiserver restart:", figures)
 
 
+@deadline()
 async def test_etcd_restart_during_remediations(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale, fault_plane: ControlPlane
 ) -> None:

@@ -19,6 +19,7 @@ from tests.faults.support import (
     Workload,
     background,
     check_invariants,
+    deadline,
     overdue_locks,
     wait_locks_released,
     wait_settled,
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.usefixtur
 COOLDOWN = 2.0
 
 
+@deadline()
 async def test_random_kills_during_remediations(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale
 ) -> None:

@@ -18,6 +18,7 @@ from tests.faults.support import (
     PipelineRunLedger,
     background,
     check_invariants,
+    deadline,
     read_audit,
     read_outbox_ids,
     write_operator_config,
@@ -41,6 +42,7 @@ async def _status(kube: AsyncClient, resource: Any, name: str, namespace: str) -
     return None if obj is None else (obj.to_dict().get("status") or {})
 
 
+@deadline()
 async def test_kill_at_every_crash_point_of_one_remediation(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:

@@ -10,13 +10,14 @@ from lightkube import AsyncClient
 
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import RemediationRequestResource
-from tests.faults.support import background, take_snapshot
+from tests.faults.support import background, deadline, take_snapshot
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest
 
 pytestmark = pytest.mark.integration
 
 
+@deadline()
 async def test_burst_on_one_target_runs_one_and_blocks_the_rest(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:

@@ -35,7 +35,7 @@ from kubernaut.kube.resources import (
     WorkflowExecutionResource,
 )
 from tests.conftest_postgres import PostgresServer, running_postgres
-from tests.faults.support import Operator, background, free_port, write_operator_config
+from tests.faults.support import Operator, background, deadline, free_port, write_operator_config
 from tests.integration.harness import create_namespace, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_cluster")]
@@ -82,6 +82,7 @@ def postgres() -> Any:
         yield server
 
 
+@deadline()
 async def test_no_secret_appears_anywhere(
     kube: AsyncClient, kubeconfig: Path, tmp_path: Path, receiver: Receiver, postgres: PostgresServer
 ) -> None:
