@@ -45,6 +45,7 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                 paced = plan["paced"] if n == min(plan["sizes"]) else None
                 print(f"throughput N={n} run {i + 1}/{repeats}", flush=True)
                 details["throughput"].append(await throughput.measure(figures, details, n, run_index=i, paced=paced))
+                save_partial(args.out, figures, details)
     if args.only in (None, "history"):
         print(f"history {plan['history']}", flush=True)
         history: dict[str, Any] = {}
@@ -53,6 +54,11 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         details["history"] = history
     details["seconds"] = round(time.monotonic() - began, 1)
     return {"machine": details.pop("machine", None), "figures": figures.to_json(), **details, "table": figures}
+
+
+def save_partial(out: Path, figures: Figures, details: dict[str, Any]) -> None:
+    """Results so far, so that an interrupted suite still leaves its finished runs behind."""
+    out.write_text(json.dumps({"partial": True, "figures": figures.to_json(), **details}, indent=2) + "\n")
 
 
 def main() -> None:

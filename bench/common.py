@@ -443,6 +443,10 @@ def start_controllers(
         Path(profile).mkdir(parents=True, exist_ok=True)
         report = Path(profile) / f"controllers-{time.time_ns()}.txt"
         argv[1:1] = ["-m", "pyinstrument", "-o", str(report)]
+    cprofile = os.environ.get("KUBERNAUT_BENCH_CPROFILE")
+    if cprofile:  # a directory: each controllers process writes a cProfile dump there (CPU per function)
+        Path(cprofile).mkdir(parents=True, exist_ok=True)
+        argv[1:1] = ["-m", "cProfile", "-o", str(Path(cprofile) / f"controllers-{time.time_ns()}.prof")]
     process = spawn("controllers", argv, plane.state_dir)
     return Controllers(process, f"http://127.0.0.1:{port}")
 

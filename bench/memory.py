@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 from lightkube import AsyncClient
-from lightkube.types import PatchType
+from lightkube.types import PatchType, on_error_retry
 
 from bench.common import (
     CONTROLLERS_USER,
@@ -174,7 +174,9 @@ async def sample_latency(client: AsyncClient, samples: int, label: str) -> list[
         listing = client.list(resource, namespace=namespace, labels=None)
         async for _ in listing:
             pass
-        async for event, obj in client.watch(resource, namespace=namespace, resource_version=listing.resourceVersion):
+        async for event, obj in client.watch(
+            resource, namespace=namespace, resource_version=listing.resourceVersion, on_error=on_error_retry
+        ):
             on_event(event, obj.to_dict())
             changed.set()
 
@@ -208,7 +210,8 @@ async def sample_latency(client: AsyncClient, samples: int, label: str) -> list[
             deadline = time.monotonic() + 60
             while not (name in done and (name in released or done[name] != "Completed")):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"sample {name} did not finish: {done.get(name)}")
+                    stuck = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
+                    raise TimeoutError(f"sample {name} did not finish: {json.dumps(stuck.get('status'))}")
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), 1)
@@ -345,6 +348,11 @@ async def run(sizes: list[int], samples: int, figures: Figures, details: dict[st
                     latencies = await sample_latency(client, samples, str(size))
                     end = await plane.settle_audit(quiet=1.5)
                     requests = count_requests(plane.read_audit(offset, end), CONTROLLERS_USER)
+                except BaseException:
+                    keep = Path(tempfile.gettempdir()) / "kubernaut-bench-failed-controllers.log"
+                    keep.write_bytes(controllers.process.log_path.read_bytes())
+                    print(f"controllers log kept at {keep}")
+                    raise
                 finally:
                     await asyncio.to_thread(controllers.process.stop)
                 figures.add(f"RR -> WFE latency, median ({size} historical)", "s", statistics.median(latencies))

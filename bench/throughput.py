@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.types import PatchType
+from lightkube.types import PatchType, on_error_retry
 
 from bench.common import (
     BENCH_USER,
@@ -105,7 +105,9 @@ async def _watch(client: AsyncClient, resource: Any, namespace: str, on_event: A
     listing = client.list(resource, namespace=namespace)
     async for _ in listing:
         pass
-    async for event, obj in client.watch(resource, namespace=namespace, resource_version=listing.resourceVersion):
+    async for event, obj in client.watch(
+        resource, namespace=namespace, resource_version=listing.resourceVersion, on_error=on_error_retry
+    ):
         on_event(event, obj.to_dict() if hasattr(obj, "to_dict") else dict(obj))
 
 

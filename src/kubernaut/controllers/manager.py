@@ -84,6 +84,20 @@ class InFlight:
         return self.count
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a deep copy of every body on every event to diff it for change handlers; the
+    controllers only watch events (decision 0001), so that diff is never used: build nothing."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 @dataclass
 class Manager:
     """Owns the API client, the kopf registry, the caches and the controllers of one process."""
@@ -161,6 +175,10 @@ class Manager:
         settings.peering.standalone = True
         settings.scanning.disabled = True
         settings.watching.reconnect_backoff = 0.5
+        settings.persistence.diffbase_storage = NoDiffBase()
+        # kopf keeps a worker (and the last event's body) per object until it has been idle this long;
+        # its initial listing of a long history would otherwise hold a second copy of every object.
+        settings.queueing.idle_timeout = 0.5
         settings.networking.error_backoffs = [0.5, 1, 2, 5]
         # kopf gets its own stop flag, raised last: when kopf stops it cancels every task started after
         # it, so it must not stop before the workers have drained and the Lease is released.

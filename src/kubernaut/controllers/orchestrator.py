@@ -128,7 +128,7 @@ class Orchestrator:
         # 10,000 finished requests on a signal or target.
         self.rrs.add_index(HISTORY_BY_FINGERPRINT, index_rr_by_fingerprint, order=_rr_order)
         self.rrs.add_index(ACTIVE_BY_FINGERPRINT, _index_active_rr_by_fingerprint)
-        self.rrs.add_index(BLOCKED_BY_TARGET, _index_blocked_rr_by_target)
+        self.rrs.add_index(ACTIVE_RR_BY_TARGET, _index_active_rr_by_target)
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.wfes.add_index(ACTIVE_BY_TARGET, _index_active_wfe_by_target)
         self.wfes.add_index(FINISHED_BY_TARGET, _index_finished_wfe_by_target, order=_wfe_finish_order)
@@ -173,7 +173,9 @@ class Orchestrator:
             self._wake_blocked_on(target)
 
     def _wake_blocked_on(self, target: str) -> None:
-        for key in self.rrs.keys_by_index(BLOCKED_BY_TARGET, target):
+        # Every active request on the target, not only those the cache shows Blocked: one being routed
+        # right now is about to write Blocked, and this wake-up must not fall between the two.
+        for key in self.rrs.keys_by_index(ACTIVE_RR_BY_TARGET, target):
             self.controller.enqueue(key)
 
     def _on_notification(self, _type: str, body: Body, _old: Body | None) -> None:
@@ -745,7 +747,7 @@ def _same_transition(rr: RemediationRequest, body: Body) -> bool:
 
 HISTORY_BY_FINGERPRINT = "fingerprintByAge"
 ACTIVE_BY_FINGERPRINT = "activeFingerprint"
-BLOCKED_BY_TARGET = "blockedTarget"
+ACTIVE_RR_BY_TARGET = "activeRequestTarget"
 ACTIVE_BY_TARGET = "activeTarget"
 FINISHED_BY_TARGET = "finishedTarget"
 _TERMINAL_RR = frozenset(phase.value for phase in TERMINAL_PHASES)
@@ -792,8 +794,8 @@ def _index_active_rr_by_fingerprint(body: Body) -> list[str]:
     return index_rr_by_fingerprint(body)
 
 
-def _index_blocked_rr_by_target(body: Body) -> list[str]:
-    if (body.get("status") or {}).get("overallPhase") != Phase.BLOCKED.value:
+def _index_active_rr_by_target(body: Body) -> list[str]:
+    if (body.get("status") or {}).get("overallPhase") in _TERMINAL_RR:
         return []
     return index_rr_by_target(body)
 

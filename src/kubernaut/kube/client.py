@@ -5,10 +5,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 from lightkube import AsyncClient, KubeConfig
 from lightkube.codecs import load_all_yaml
-from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
@@ -17,18 +15,10 @@ from lightkube.types import PatchType
 FIELD_MANAGER = "kubernaut"
 
 
-POOL_LIMITS = httpx.Limits(max_connections=128, max_keepalive_connections=128, keepalive_expiry=60.0)
-"""Every reconcile worker and watch keeps its connection: with httpx's default of 20 kept-alive
-connections, a busy process would close and re-open TLS connections all the time."""
-
-
 def make_client(kubeconfig: Path | None = None, *, timeout: float = 30.0) -> AsyncClient:
     """An async client for the given kubeconfig, or the usual kubeconfig / in-cluster resolution."""
-    config = (KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()).get()
-    transport = httpx.AsyncHTTPTransport(
-        verify=verify_cluster(config.cluster, config.user, config.abs_file), limits=POOL_LIMITS
-    )
-    return AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout, transport=transport)
+    config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
+    return AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
 
 
 def load_manifests(paths: list[Path]) -> list[Any]:
