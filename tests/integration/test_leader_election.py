@@ -31,7 +31,9 @@ from tests.integration.rr import rr_manifest
 pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
-LEASE_SECONDS, RETRY_SECONDS = 3.0, 0.5
+# Long enough that a leader starved of CPU on a busy 2-core machine still renews in time.
+LEASE_SECONDS, RETRY_SECONDS = 8.0, 0.5
+LEASE = ("8s", "6s", "500ms")
 REMEDIATIONS = 50
 
 
@@ -80,7 +82,7 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
     seen: Counter[str] = Counter()
     watch_stop = asyncio.Event()
     watcher = asyncio.create_task(count_pipelinerun_creations(cluster.admin, seen, watch_stop))
-    async with tekton_standin(cluster.admin), replicas(cluster, tmp_path, names) as procs:
+    async with tekton_standin(cluster.admin), replicas(cluster, tmp_path, names, lease=LEASE) as procs:
         # The a-replicas start first and lead; the b-replicas are warm standbys.
         for name in ("ro-a", "we-a"):
             await procs[name].start().wait_ready()
