@@ -104,9 +104,9 @@ class Metrics:
         return f"{name}{{{inner}}}"
 
     def delta(self) -> dict[str, float]:
-        """Only the samples that changed."""
+        """Only the samples that changed (rounded: a histogram sum accumulates floating-point noise)."""
         now = self._read()
-        return {k: now[k] - self.before[k] for k in now if now[k] != self.before[k]}
+        return {k: round(now[k] - self.before[k], 6) for k in now if now[k] != self.before[k]}
 
 
 def sample(name: str, **labels: str) -> str:
