@@ -3,6 +3,7 @@ ever created, a mixed workload of remediations, and the checks that must hold wh
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import os
 import random
@@ -62,6 +63,12 @@ def deadline(
         return bounded
 
     return wrap
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills the operator if the test process dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -133,6 +140,7 @@ class Operator:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         self.metrics_url = "http://" + yaml.safe_load(config.read_text())["manager"]["metricsAddress"]
 
@@ -181,10 +189,6 @@ class Operator:
     def all_logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.logs)
 
-    def scrape(self) -> str:
-        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
-
     def cleanup(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -201,18 +205,6 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (Prometheus text format)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{key}="{val}"' in head for key, val in labels.items()):
-            total += float(value)
-    return total
 
 
 # -- the PipelineRun ledger -------------------------------------------------------------------------
