@@ -350,13 +350,15 @@ async def test_whatever_was_accepted_ends_clearly_and_holds_up_nothing(
 GOOD_ENTRY = {
     "apiVersion": "kubernaut.ai/v1alpha1",
     "kind": "RemediationWorkflow",
-    "metadata": {"name": "good-entry", "labels": {LABEL: "true"}},
+    # Generated entries without match rules fit every request: this one must win on priority (the
+    # highest the API server takes) and, on a tie, on its name.
+    "metadata": {"name": "aa-good-entry", "labels": {LABEL: "true"}},
     "spec": {
         "workflowId": "good-workflow",
         "version": "1.0.0",
         "containerImage": GOOD_BUNDLE,
         "match": {"signalNames": ["GoodSignal"]},
-        "priority": 10**6,
+        "priority": 2**63 - 1,
     },
 }
 
