@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -325,3 +326,67 @@ async def test_restart_mid_run_finishes_without_duplicate_taskruns(kube: AsyncCl
     assert sorted(children) == [f"{name}-task-{i}" for i in (1, 2, 3)]
     assert all(children[n]["metadata"]["uid"] == uid for n, uid in uids_before.items())
     assert all(summary(tr)[0] == "True" for tr in children.values())
+
+
+class CleanupWinsTheRace:
+    """The real client, except that a leftover TaskRun vanishes just before the stand-in's `verb` on it:
+    the clean-up of the earlier PipelineRun of the same name, deleting concurrently, got there first."""
+
+    def __init__(self, kube: AsyncClient, verb: str) -> None:
+        self._kube = kube
+        self._verb = verb
+        self.raced = 0
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._kube, attribute)
+
+    async def _race(self, verb: str, resource: Any, name: str, namespace: str | None) -> None:
+        if verb == self._verb and resource is TaskRunResource and not self.raced:
+            self.raced += 1
+            await self._kube.delete(resource, name, namespace=namespace)
+
+    async def get(self, resource: Any, name: str, *, namespace: str | None = None) -> Any:
+        await self._race("get", resource, name, namespace)
+        return await self._kube.get(resource, name, namespace=namespace)
+
+    async def delete(self, resource: Any, name: str, *, namespace: str | None = None) -> Any:
+        await self._race("delete", resource, name, namespace)
+        return await self._kube.delete(resource, name, namespace=namespace)
+
+
+@pytest.mark.parametrize("verb", ["get", "delete"])
+async def test_a_leftover_taskrun_deleted_meanwhile_does_not_stall_the_run(
+    kube: AsyncClient, namespace: str, verb: str
+) -> None:
+    """A PipelineRun reusing a lock name meets the TaskRun of its predecessor (create -> 409); that TaskRun
+    is gone by the time it is read or deleted (404). The run must still get its TaskRun and finish."""
+    name = build_lock_name(f"{namespace}/Deployment/reused")
+    leftover = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": f"{name}-task-1",
+            "namespace": namespace,
+            "labels": {"tekton.dev/pipelineRun": name},
+            "ownerReferences": [
+                {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": name, "uid": str(uuid.uuid4())}
+            ],
+        },
+        "spec": {},
+    }
+    await kube.create(TaskRunResource(leftover))
+    client = CleanupWinsTheRace(kube, verb)
+    stop = asyncio.Event()
+    task = asyncio.create_task(TektonStandIn(client, namespace, retry_delay=0.1).run(stop))  # type: ignore[arg-type]
+    try:
+        await kube.create(PipelineRunResource(pipelinerun_body(name, namespace, f"{P}succeed:1tasks-0s")))
+        pipelinerun = await wait_done(kube, name, namespace)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    assert client.raced == 1
+    assert summary(pipelinerun)[:2] == ("True", "Succeeded")
+    children = await taskruns(kube, namespace)
+    assert list(children) == [f"{name}-task-1"]
+    assert children[f"{name}-task-1"]["metadata"]["ownerReferences"][0]["uid"] == pipelinerun["metadata"]["uid"]

@@ -53,6 +53,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_REPLACE_ATTEMPTS = 5
+
+
 class _Gone(Exception):
     """The PipelineRun was deleted or replaced by another of the same name."""
 
@@ -157,7 +160,10 @@ class TektonStandIn:
     # Progress of one PipelineRun
 
     async def _progress(self, name: str, uid: str) -> None:
-        """Advance the run; after a transient error start again from what is stored."""
+        """Advance the run until it is done or gone; after any other error start again from what is stored.
+
+        Only the PipelineRun itself being gone ends this task: a 404 on a child (a TaskRun that the
+        clean-up of an earlier run of the same name deleted meanwhile) is retried like any error."""
         while True:
             try:
                 await self._advance(name, uid)
@@ -165,17 +171,23 @@ class TektonStandIn:
             except asyncio.CancelledError:
                 raise
             except _Gone:
+                log.info("Tekton stand-in: PipelineRun %s/%s is gone; stopped", self._namespace, name)
                 return
             except ApiError as exc:
-                if is_status(exc, 404):
-                    return  # deleted mid-run; the watch drops it
-                log.warning("Tekton stand-in: %s/%s: %s; retrying", self._namespace, name, exc)
+                # A 404 on a child or a write: the next pass's read of the PipelineRun says whether it is gone.
+                level = logging.DEBUG if is_status(exc, 404) else logging.WARNING
+                log.log(level, "Tekton stand-in: %s/%s: %s; retrying", self._namespace, name, exc)
             except Exception as exc:
                 log.warning("Tekton stand-in: %s/%s: %s; retrying", self._namespace, name, exc)
             await asyncio.sleep(self._retry_delay)
 
     async def _advance(self, name: str, uid: str) -> None:
-        pipelinerun = dict(await self._client.get(PipelineRunResource, name, namespace=self._namespace))
+        try:
+            pipelinerun = dict(await self._client.get(PipelineRunResource, name, namespace=self._namespace))
+        except ApiError as exc:
+            if is_status(exc, 404):
+                raise _Gone from exc
+            raise
         if pipelinerun["metadata"]["uid"] != uid:
             raise _Gone
         status = pipelinerun.get("status") or {}
@@ -245,16 +257,7 @@ class TektonStandIn:
         """Create the TaskRun, or take the one that exists (never a second one); mark it running."""
         body = build_taskrun(pipelinerun, task)
         name = body["metadata"]["name"]
-        try:
-            taskrun = dict(await self._client.create(TaskRunResource(body)))
-        except ApiError as exc:
-            if not is_status(exc, 409):
-                raise
-            taskrun = dict(await self._client.get(TaskRunResource, name, namespace=self._namespace))
-            if pipelinerun["metadata"]["uid"] not in _owner_uids(taskrun):
-                # Left over from an earlier PipelineRun of the same name: replace it.
-                await self._client.delete(TaskRunResource, name, namespace=self._namespace)
-                taskrun = dict(await self._client.create(TaskRunResource(body)))
+        taskrun = await self._own_taskrun(pipelinerun, body)
         if parse_succeeded_condition(taskrun.get("status")) is None:
             taskrun = dict(
                 await patch_status(
@@ -266,6 +269,29 @@ class TektonStandIn:
                 )
             )
         return taskrun
+
+    async def _own_taskrun(self, pipelinerun: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The TaskRun of this PipelineRun under `body`'s name: created, or the one already there.
+
+        A TaskRun of that name left by an earlier PipelineRun of the same name is replaced. The clean-up
+        of that earlier run deletes it concurrently, so it may vanish between any two of these calls:
+        a 404 here means "not there (any more)", and the create is tried again."""
+        name, uid = body["metadata"]["name"], pipelinerun["metadata"]["uid"]
+        for _ in range(_REPLACE_ATTEMPTS):
+            try:
+                return dict(await self._client.create(TaskRunResource(body)))
+            except ApiError as exc:
+                if not is_status(exc, 409):
+                    raise
+            try:
+                existing = dict(await self._client.get(TaskRunResource, name, namespace=self._namespace))
+                if uid in _owner_uids(existing):
+                    return existing
+                await self._client.delete(TaskRunResource, name, namespace=self._namespace)
+            except ApiError as exc:
+                if not is_status(exc, 404):
+                    raise
+        raise RuntimeError(f"TaskRun {name} is held by another PipelineRun after {_REPLACE_ATTEMPTS} replacements")
 
     async def _patch_pipelinerun(self, name: str, status: dict[str, Any]) -> None:
         await patch_status(self._client, PipelineRunResource, name, self._namespace, status)
