@@ -471,9 +471,7 @@ class Orchestrator:
         status = await self._notify(
             rr,
             status,
-            rem.build_timeout_notification(
-                rr, decision, self.settings.notifications.for_priority("critical" if decision.is_global else "high")
-            ),
+            rem.build_timeout_notification(rr, decision, self.settings.notifications.for_priority(decision.priority)),
             "",
             "",
         )
