@@ -6,82 +6,30 @@ patches with the resourceVersion precondition and answers 409 on a stale one, as
 """
 
 import copy
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx2
 import pytest
-from lightkube.core.exceptions import ApiError
 
 from kubernaut.api.audit import AuditEvent
 from kubernaut.config import parse_settings
 from kubernaut.controllers import orchestrator
 from kubernaut.controllers.kinds import RR_KIND
 from kubernaut.controllers.manager import Manager
+from tests.unit.fake_api import FakeApi
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NS = "team"
 KEY = f"{NS}/rr-1"
 
 
-def build_conflict() -> ApiError:
-    request = httpx2.Request("PATCH", "https://127.0.0.1/apis/kubernaut.ai/v1alpha1")
-    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}
-    response = httpx2.Response(409, content=json.dumps(status).encode(), request=request)
-    return ApiError(request=request, response=response)
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge(result.get(key), value)
-    return result
-
-
-class Wire:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self._body = body
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self._body)
-
-
-class FakeApi:
-    """One RemediationRequest as the API server keeps it."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.body = copy.deepcopy(body)
-        self.status_patches: list[dict[str, Any]] = []
-
-    def _bump(self) -> None:
-        meta = self.body["metadata"]
-        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-
-    async def patch(self, _resource: Any, _name: str, body: dict[str, Any], **_: Any) -> Wire:
-        self.status_patches.append(body["status"])
-        expected = (body.get("metadata") or {}).get("resourceVersion")
-        if expected and expected != self.body["metadata"]["resourceVersion"]:
-            raise build_conflict()
-        self.body["status"] = merge(self.body.get("status") or {}, body["status"])
-        self._bump()
-        return Wire(self.body)
-
-    async def get(self, _resource: Any, _name: str, **_: Any) -> Wire:
-        return Wire(self.body)
-
+class GatewayApi(FakeApi):
     def count_repeat(self) -> dict[str, Any]:
         """The gateway: one more occurrence of the signal."""
         dedup = self.body["status"]["deduplication"]
         dedup["occurrenceCount"] += 1
         dedup["lastSeenAt"] = "2026-05-01T12:00:05Z"
-        self._bump()
+        self.bump()
         return copy.deepcopy(self.body)
 
 
@@ -89,7 +37,7 @@ class RepeatDuringPass:
     """An audit sink whose record (between the pass's read and its write) lets the gateway count a
     repeat, delivered to the cache as the watch would."""
 
-    def __init__(self, api: FakeApi, manager: Manager) -> None:
+    def __init__(self, api: GatewayApi, manager: Manager) -> None:
         self.api = api
         self.manager = manager
 
@@ -138,7 +86,7 @@ DEDUP = {"occurrenceCount": 1, "firstSeenAt": "2026-05-01T11:59:00Z", "lastSeenA
 )
 async def test_a_count_raised_between_read_and_write_is_kept(status: dict[str, Any]) -> None:
     body = build_rr(copy.deepcopy(status))
-    api = FakeApi(body)
+    api = GatewayApi(body)
     settings = parse_settings({"execution": {"namespace": "exec"}, "audit": {"url": "memory://"}})
     manager = Manager(client=api, settings=settings, audit=None, clock=lambda: NOW)  # type: ignore[arg-type]
     manager.audit = RepeatDuringPass(api, manager)
