@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from kubernaut.metrics import RECONCILE_CONFLICTS
+
 log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
@@ -372,6 +374,10 @@ class Controller:
             except Exception as exc:  # a failed pass is retried with back-off, never fatal
                 self.queue.done(key)
                 delay = self.queue.add_rate_limited(key)
+                if _is_conflict(exc):
+                    RECONCILE_CONFLICTS.labels(controller=self.name).inc()
+                    log.debug("Reconcile of %s %s met a write conflict (retry in %.2fs)", self.name, key, delay)
+                    continue
                 log.warning(
                     "Reconcile of %s %s failed (retry in %.2fs): %s",
                     self.name,
@@ -388,6 +394,7 @@ class Controller:
 
 
 def _is_conflict(exc: Exception) -> bool:
-    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly."""
+    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly.
+    (A create's AlreadyExists is a 409 too, but no race the next pass resolves by itself.)"""
     status = getattr(exc, "status", None)
-    return getattr(status, "code", None) == 409
+    return getattr(status, "code", None) == 409 and getattr(status, "reason", None) != "AlreadyExists"
