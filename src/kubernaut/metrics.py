@@ -8,6 +8,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 log = logging.getLogger(__name__)
 
+# Every controller
+RECONCILE_CONFLICTS = Counter(
+    "kubernaut_reconcile_conflicts_total",
+    "Reconciles that met a write conflict (409) and were retried.",
+    ["controller"],
+)
+
 # Executor
 WE_RECONCILER_TOTAL = Counter(
     "workflowexecution_reconciler_total", "Terminal WorkflowExecution transitions.", ["outcome"]

@@ -195,11 +195,20 @@ def test_timed_out_status_records_phase_time_and_message() -> None:
     [(True, "timeout-rr-1", "critical"), (False, "phase-timeout-executing-rr-1", "high")],
 )
 def test_timeout_notifications(is_global: bool, name: str, priority: str) -> None:
-    note = rem.build_timeout_notification(make_rr(), rem.TimeoutDecision("Executing", is_global, timedelta(1)))
+    decision = rem.TimeoutDecision("Executing", is_global, timedelta(1))
+    note = rem.build_timeout_notification(make_rr(), decision, ["webhook", "console"])
     assert note["metadata"]["name"] == name
     assert note["spec"]["type"] == "escalation"
     assert note["spec"]["priority"] == priority
-    assert note["spec"]["channels"] == ["slack", "email"]
+    assert note["spec"]["channels"] == ["webhook", "console"]
+    assert decision.priority == priority
+
+
+@pytest.mark.parametrize("is_global", [True, False])
+def test_timeout_notification_channels_default_by_priority(is_global: bool) -> None:
+    decision = rem.TimeoutDecision("Executing", is_global, timedelta(1))
+    note = rem.build_timeout_notification(make_rr(), decision)
+    assert note["spec"]["channels"] == rem.default_channels(decision.priority) == ["slack", "email"]
 
 
 # -- notifications ---------------------------------------------------------------------------------

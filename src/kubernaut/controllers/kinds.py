@@ -1,5 +1,6 @@
 """The kinds the controllers watch, and the cache indexes they share."""
 
+from kubernaut.config import Settings
 from kubernaut.controllers.manager import Kind
 from kubernaut.domain.target import build_target_string
 from kubernaut.kube.resources import (
@@ -15,7 +16,14 @@ RR_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationrequests", RemediationReq
 WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
 NR_KIND = Kind("kubernaut.ai", "v1alpha1", "notificationrequests", NotificationRequestResource)
 WORKFLOW_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationworkflows", RemediationWorkflowResource, namespaced=False)
-PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource)
+
+
+def _execution_namespace(settings: Settings) -> str:
+    return settings.execution.namespace
+
+
+# PipelineRuns matter only in the execution namespace: the cache holds no one else's.
+PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource, namespace_of=_execution_namespace)
 
 TARGET_INDEX = "target"
 FINGERPRINT_INDEX = "fingerprint"

@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings
@@ -27,7 +28,7 @@ from kubernaut.controllers.leader import RELEASE_SECONDS, LeaderElector, Leaders
 from kubernaut.errors import ConfigError
 from kubernaut.kube.client import make_client
 from kubernaut.kube.kubeconfig import read_connection
-from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result
+from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result, object_key
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class Kind:
     plural: str
     resource: Any  # the lightkube resource class, for the initial list
     namespaced: bool = True
+    # The one namespace this kind is watched in, from the settings (None: the manager's namespaces).
+    # kopf watches every kind in the same namespaces, so such a kind has a watch of its own.
+    namespace_of: Callable[[Settings], str] | None = None
 
 
 class InFlight:
@@ -112,6 +116,8 @@ class Manager:
     controllers: list[Controller] = field(default_factory=list)
     _kinds: dict[str, Kind] = field(default_factory=dict)
     _extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
+    _scoped: dict[str, str] = field(default_factory=dict)  # plural -> the one namespace it is watched in
+    _listed: dict[str, str | None] = field(default_factory=dict)  # plural -> resourceVersion of its last LIST
     leader: LeaderElector | None = None
     drain_timeout: float = 0.0
     lost_leadership: bool = False
@@ -147,6 +153,10 @@ class Manager:
         self._extra_tasks.append(task)
 
     def _register_watch(self, kind: Kind) -> None:
+        if kind.namespace_of is not None:
+            self._scoped[kind.plural] = kind.namespace_of(self.settings)
+            return  # watched by _watch_scoped, not by kopf
+
         async def on_event(event: kopf.RawEvent, **_: Any) -> None:
             self.dispatch(kind.plural, event.get("type"), dict(event["object"]))
 
@@ -158,12 +168,64 @@ class Manager:
     async def prime(self) -> None:
         """Fill every cache with a LIST before workers start, so no decision sees a cold cache."""
         for plural, kind in self._kinds.items():
+            if plural in self._scoped:
+                self._listed[plural] = await self._list_scoped(kind, self._scoped[plural])
+                self.caches[plural].synced.set()
+                continue
             for namespace in self.namespaces if kind.namespaced and self.namespaces else ("*",):
                 async for obj in self.client.list(
                     kind.resource, **({"namespace": namespace} if kind.namespaced else {})
                 ):
                     self.dispatch(plural, None, _to_dict(obj))
             self.caches[plural].synced.set()
+
+    async def _list_scoped(self, kind: Kind, namespace: str) -> str | None:
+        """LIST a kind in its namespace into the cache, forgetting cached objects the list no longer
+        has; returns the list's resourceVersion (None if the server gave none)."""
+        listing = self.client.list(kind.resource, namespace=namespace)
+        listed: set[str] = set()
+        async for obj in listing:
+            body = _to_dict(obj)
+            listed.add(object_key(body))
+            self.dispatch(kind.plural, None, body)
+        try:
+            version: str | None = str(listing.resourceVersion)
+        except Exception:  # lightkube's NotReadyError: no page was read
+            version = None
+        for body in self.caches[kind.plural].all():
+            meta = body.get("metadata") or {}
+            # Only what the list must have seen: a newer object (our own create) is not gone.
+            if meta.get("namespace") == namespace and object_key(body) not in listed and _not_after(body, version):
+                self.dispatch(kind.plural, "DELETED", body)
+        return version
+
+    async def _watch_scoped(self, kind: Kind, namespace: str) -> None:
+        """Watch one kind in its one namespace from the priming LIST on; after a watch error it
+        resumes from the last version seen, and lists again when that version is too old."""
+        version = self._listed.get(kind.plural)
+        failures = 0
+        while True:
+            try:
+                if version is None:
+                    version = await self._list_scoped(kind, namespace)
+                async for event_type, obj in self.client.watch(
+                    kind.resource, namespace=namespace, resource_version=version
+                ):
+                    body = _to_dict(obj)
+                    version = str((body.get("metadata") or {}).get("resourceVersion") or version)
+                    failures = 0
+                    self.dispatch(kind.plural, event_type, body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, ApiError) and exc.status.code == 410:
+                    log.debug("Watch of %s in %s expired; listing again", kind.plural, namespace)
+                    version = None
+                    continue
+                failures += 1
+                delay = WATCH_BACKOFFS[min(failures, len(WATCH_BACKOFFS)) - 1]
+                log.warning("Watch of %s in %s failed (retry in %.1fs): %s", kind.plural, namespace, delay, exc)
+                await asyncio.sleep(delay)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Watch and reconcile until `stop` (or lost leadership). Cancelling this task instead
@@ -194,6 +256,10 @@ class Manager:
             ),
             name="kopf",
         )
+        watches = [
+            asyncio.create_task(self._watch_scoped(self._kinds[plural], namespace), name=f"watch-{plural}")
+            for plural, namespace in self._scoped.items()
+        ]
         extra = [asyncio.create_task(t(stop)) for t in self._extra_tasks]
         elector_stop, workers_stop = asyncio.Event(), asyncio.Event()
         elector = asyncio.create_task(self.leader.run(elector_stop), name="leader-election") if self.leader else None
@@ -237,6 +303,9 @@ class Manager:
                 task.cancel()
             await asyncio.gather(*extra, return_exceptions=True)
             kopf_stop.set()
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
             await _stop_operator(operator, self.watch_stop_timeout)
 
 
@@ -265,6 +334,17 @@ async def _first(*waitables: "asyncio.Task[Any] | Awaitable[Any]") -> None:
 
 def _to_dict(obj: Any) -> Body:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+WATCH_BACKOFFS = (0.5, 1.0, 2.0, 5.0)  # as kopf's networking.error_backoffs
+
+
+def _not_after(body: Body, version: str | None) -> bool:
+    """Whether the object's resourceVersion is not newer than `version` (unknown: assume newer)."""
+    try:
+        return int((body.get("metadata") or {})["resourceVersion"]) <= int(version or "")
+    except (KeyError, ValueError, TypeError):
+        return False
 
 
 def register_login(registry: kopf.OperatorRegistry, kubeconfig: Path | None) -> None:

@@ -15,7 +15,9 @@ from typing import Any
 
 import aiohttp
 from lightkube.core.exceptions import ApiError
+from pydantic import ValidationError
 
+from kubernaut.api.audit import AuditEvent
 from kubernaut.api.v1alpha1.notificationrequest import NotificationRequest
 from kubernaut.controllers.kinds import NR_KIND
 from kubernaut.controllers.manager import Manager
@@ -28,6 +30,7 @@ from kubernaut.domain.delivery import (
     build_attempt_event,
     build_final_event,
     build_final_status,
+    build_invalid_status,
     build_not_configured_error,
     build_progress_status,
     decide_delivery,
@@ -105,13 +108,40 @@ class Notifier:
         body = self.cache.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return Result.done()
-        nr = NotificationRequest.from_wire(body)
-        if nr.status.phase in FINAL_PHASES:
+        # Read off the raw body: a request marked Failed because it cannot be parsed stays done.
+        if (body.get("status") or {}).get("phase") in FINAL_PHASES:
             return Result.done()
+        try:
+            nr = NotificationRequest.from_wire(body)
+        except ValidationError as exc:
+            return await self._reject(key, body, exc)
         try:
             return await self._deliver(nr)
         except StaleViewError:
             return Result.after(CONFLICT_REQUEUE_SECONDS)  # the watch brings the newer version
+
+    async def _reject(self, key: str, body: Body, exc: ValidationError) -> Result:
+        """A body that does not parse can never be delivered: Failed, saying why, instead of a pass
+        that fails and is retried forever."""
+        problem = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()[:3]
+        )
+        log.error("NotificationRequest %s cannot be read: %s", key, problem)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        try:
+            await self._patch(key, build_invalid_status(problem, self.manager.clock()), version)
+        except StaleViewError:
+            return Result.after(CONFLICT_REQUEUE_SECONDS)  # changed meanwhile: decide from the new version
+        metrics.NOTIFICATIONS_COMPLETED.labels(phase=Phase.FAILED.value).inc()
+        return Result.done()
+
+    async def _audit(self, nr: NotificationRequest, event: AuditEvent) -> None:
+        """An attempt's audit event, after its outcome is in status: a failure here is logged and must
+        not fail the pass, or the next one would send again what was already delivered."""
+        try:
+            await self.manager.audit.record(event)
+        except Exception as exc:
+            log.warning("Audit event %s for NotificationRequest %s not recorded: %s", event.event_type, nr.key, exc)
 
     def _decide(self, nr: NotificationRequest, attempts: list[Attempt], now: datetime) -> DeliveryPlan:
         return decide_delivery(
@@ -147,10 +177,11 @@ class Notifier:
 
         for channel in plan.send:
             attempt = await self._send(nr, channel, _next_number(attempts, channel))
-            await self.manager.audit.record(build_attempt_event(nr, attempt))
             attempts.append(attempt)
             progress = build_progress_status(Phase.SENDING, attempts, self._decide(nr, attempts, now))
+            # The outcome goes to status first: a recorded success is never sent again.
             version, attempts = await self._record(nr, progress, version, attempts)
+            await self._audit(nr, build_attempt_event(nr, attempt))
 
         now = self.manager.clock()
         plan = self._decide(nr, attempts, now)
@@ -190,7 +221,10 @@ class Notifier:
         log.info("NotificationRequest %s is %s: %s", nr.key, plan.phase.value, plan.message)
 
     async def _write(self, nr: NotificationRequest, status: dict[str, Any], version: str) -> str:
-        namespace, name = split_key(nr.key)
+        return await self._patch(nr.key, status, version)
+
+    async def _patch(self, key: str, status: dict[str, Any], version: str) -> str:
+        namespace, name = split_key(key)
         try:
             updated = await patch_status(
                 self.client, NotificationRequestResource, name, namespace, status, resource_version=version

@@ -471,9 +471,7 @@ class Orchestrator:
         status = await self._notify(
             rr,
             status,
-            rem.build_timeout_notification(
-                rr, decision, self.settings.notifications.for_priority("critical" if decision.is_global else "high")
-            ),
+            rem.build_timeout_notification(rr, decision, self.settings.notifications.for_priority(decision.priority)),
             "",
             "",
         )
@@ -625,9 +623,12 @@ class Orchestrator:
         change is written on top of the new version as long as the request is still at the transition
         this pass decided from. Otherwise, and after any failure that may have written (a lost
         response), the request is read again so that the next pass decides from what is stored.
+
+        The patch is the change this pass made to the status it read, not a diff against the cache:
+        the cache may already hold someone else's newer write (a raised deduplication count), and a
+        diff against it would carry the stale value back, on this write or on a retry after a conflict.
         """
-        current = self.rrs.get(rr.key) or {}
-        patch = build_merge_patch(current.get("status") or {}, status.to_wire())
+        patch = build_merge_patch(rr.status.to_wire(), status.to_wire())
         if not patch:
             return
         version = rr.metadata.resource_version

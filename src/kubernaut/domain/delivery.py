@@ -272,5 +272,18 @@ def build_final_status(attempts: Sequence[Attempt], plan: DeliveryPlan, now: dat
     return status
 
 
+INVALID_REASON = "InvalidNotificationRequest"
+
+
+def build_invalid_status(problem: str, now: datetime) -> dict[str, Any]:
+    """Status of a request that cannot be read: Failed at once, nothing sent (retrying cannot help)."""
+    return {
+        "phase": Phase.FAILED.value,
+        "completionTime": _wire(now),
+        "reason": INVALID_REASON,
+        "message": f"NotificationRequest cannot be read: {problem}"[:1000],
+    }
+
+
 def _wire(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

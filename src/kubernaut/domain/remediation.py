@@ -96,6 +96,11 @@ class TimeoutDecision:
     is_global: bool
     timeout: timedelta
 
+    @property
+    def priority(self) -> str:
+        """The priority of its notification: the whole remediation timing out is the graver case."""
+        return "critical" if self.is_global else "high"
+
 
 def _override(value: str | None, default: timedelta) -> timedelta:
     if not value:
@@ -409,12 +414,17 @@ class ManualReview:
     max_retries: int | None = None
 
 
+def default_channels(priority: str) -> list[str]:
+    """The channels of a notification when the caller passes none (as the settings' defaults)."""
+    return ["slack", "email"] if priority in ("critical", "high") else ["slack"]
+
+
 def build_manual_review_notification(
     rr: RemediationRequest, review: ManualReview, channels: list[str] | None = None
 ) -> dict[str, Any]:
     """`nr-manual-review-<rr>`: one per request, telling people what needs them and why."""
     if channels is None:
-        channels = ["slack", "email"] if review.priority in ("critical", "high") else ["slack"]
+        channels = default_channels(review.priority)
     metadata = {"remediationRequest": rr.metadata.name, "source": review.source, "reason": review.reason}
     if review.sub_reason:
         metadata["subReason"] = review.sub_reason
@@ -457,10 +467,12 @@ def build_timeout_notification(
     rr: RemediationRequest, decision: TimeoutDecision, channels: list[str] | None = None
 ) -> dict[str, Any]:
     if decision.is_global:
-        name, priority = build_child_name("timeout-", rr.metadata.name), "critical"
+        name = build_child_name("timeout-", rr.metadata.name)
     else:
         name = build_child_name(f"phase-timeout-{decision.phase.lower()}-", rr.metadata.name)
-        priority = "high"
+    priority = decision.priority
+    if channels is None:
+        channels = default_channels(priority)
     subject = f"Remediation timed out: {rr.spec.signal_name}"[:500]
     body = (
         f"Remediation `{rr.metadata.namespace}/{rr.metadata.name}` on `{build_rr_target(rr)}` timed out in phase "
@@ -472,7 +484,7 @@ def build_timeout_notification(
         name,
         "escalation",
         priority,
-        ["slack", "email"],
+        channels,
         subject,
         body,
         metadata,

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from kubernaut.metrics import RECONCILE_CONFLICTS
+
 log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
@@ -227,18 +229,30 @@ class Result:
 Reconciler = Callable[[str], Awaitable[Result]]
 
 
+Clock = Callable[[], float]
+"""Monotonic seconds (time.monotonic, or a fake one in tests)."""
+
+
 @dataclass
 class WorkQueue:
-    """A keyed, delaying, de-duplicating queue (client-go's workqueue, for asyncio)."""
+    """A keyed, delaying, de-duplicating queue with per-key back-off (client-go's workqueue, for asyncio).
+
+    A key waits at most once: a later `add_after` with an earlier deadline moves it forward, one with
+    a later deadline changes nothing. A key added while it is processed runs once more after `done`."""
 
     name: str
+    clock: Clock = time.monotonic
+    base_delay: float = 0.05
+    max_delay: float = 30.0
     _ready: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _queued: set[str] = field(default_factory=set)
     _processing: set[str] = field(default_factory=set)
     _dirty: set[str] = field(default_factory=set)
-    _delayed: list[tuple[float, int, str]] = field(default_factory=list)
-    _counter: Iterable[int] = field(default_factory=itertools.count)
+    _deadlines: dict[str, float] = field(default_factory=dict)  # the one pending deadline of each waiting key
+    _delayed: list[tuple[float, int, str]] = field(default_factory=list)  # heap; entries not in _deadlines are stale
+    _counter: Iterator[int] = field(default_factory=itertools.count)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _failures: dict[str, int] = field(default_factory=dict)
 
     def add(self, key: str) -> None:
         if key in self._processing:
@@ -252,8 +266,32 @@ class WorkQueue:
         if delay <= 0:
             self.add(key)
             return
-        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._counter), key))  # type: ignore[call-overload]
+        deadline = self.clock() + delay
+        pending = self._deadlines.get(key)
+        if pending is not None and pending <= deadline:
+            return
+        self._deadlines[key] = deadline
+        heapq.heappush(self._delayed, (deadline, next(self._counter), key))
+        if len(self._delayed) > 2 * len(self._deadlines) + 16:
+            # Moved-forward keys leave stale entries behind; keep the heap proportional to the keys.
+            self._delayed = [(d, n, k) for d, n, k in self._delayed if self._deadlines.get(k) == d]
+            heapq.heapify(self._delayed)
         self._wakeup.set()
+
+    def add_rate_limited(self, key: str) -> float:
+        """Retry a failed key after its back-off (base * 2^(failures-1), capped); returns the delay."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(self.max_delay, self.base_delay * 2.0 ** min(failures - 1, 64))
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        """The key succeeded: its next failure starts the back-off afresh."""
+        self._failures.pop(key, None)
+
+    def num_requeues(self, key: str) -> int:
+        return self._failures.get(key, 0)
 
     async def get(self) -> str:
         key = await self._ready.get()
@@ -268,17 +306,29 @@ class WorkQueue:
             self.add(key)
 
     def __len__(self) -> int:
-        return len(self._queued) + len(self._delayed)
+        return len(self._queued) + len(self._deadlines)
+
+    def release_due(self) -> float | None:
+        """Move the keys whose deadline has passed to the ready queue; returns the seconds until the
+        next deadline (None: nothing waits)."""
+        now = self.clock()
+        while self._delayed:
+            deadline, _, key = self._delayed[0]
+            if self._deadlines.get(key) != deadline:
+                heapq.heappop(self._delayed)  # superseded by an earlier deadline, or already released
+                continue
+            if deadline > now:
+                return deadline - now
+            heapq.heappop(self._delayed)
+            del self._deadlines[key]
+            self.add(key)
+        return None
 
     async def run_timer(self) -> None:
         """Moves delayed keys to the ready queue when due."""
         while True:
-            now = time.monotonic()
-            while self._delayed and self._delayed[0][0] <= now:
-                _, _, key = heapq.heappop(self._delayed)
-                self.add(key)
-            timeout = self._delayed[0][0] - now if self._delayed else None
             self._wakeup.clear()
+            timeout = self.release_due()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the wakeup
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -293,12 +343,12 @@ class Controller:
     reconcile: Reconciler
     workers: int = 4
     queue: WorkQueue = field(init=False)
-    _failures: dict[str, int] = field(default_factory=dict)
     base_delay: float = 0.05
     max_delay: float = 30.0
+    clock: Clock = time.monotonic
 
     def __post_init__(self) -> None:
-        self.queue = WorkQueue(self.name)
+        self.queue = WorkQueue(self.name, clock=self.clock, base_delay=self.base_delay, max_delay=self.max_delay)
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
@@ -322,9 +372,12 @@ class Controller:
                 self.queue.done(key)
                 raise
             except Exception as exc:  # a failed pass is retried with back-off, never fatal
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
+                self.queue.done(key)
+                delay = self.queue.add_rate_limited(key)
+                if _is_conflict(exc):
+                    RECONCILE_CONFLICTS.labels(controller=self.name).inc()
+                    log.debug("Reconcile of %s %s met a write conflict (retry in %.2fs)", self.name, key, delay)
+                    continue
                 log.warning(
                     "Reconcile of %s %s failed (retry in %.2fs): %s",
                     self.name,
@@ -333,16 +386,15 @@ class Controller:
                     exc,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-                self.queue.done(key)
-                self.queue.add_after(key, delay)
                 continue
-            self._failures.pop(key, None)
+            self.queue.forget(key)
             self.queue.done(key)
             if result.requeue_after is not None:
                 self.queue.add_after(key, result.requeue_after)
 
 
 def _is_conflict(exc: Exception) -> bool:
-    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly."""
+    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly.
+    (A create's AlreadyExists is a 409 too, but no race the next pass resolves by itself.)"""
     status = getattr(exc, "status", None)
-    return getattr(status, "code", None) == 409
+    return getattr(status, "code", None) == 409 and getattr(status, "reason", None) != "AlreadyExists"
