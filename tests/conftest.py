@@ -14,7 +14,7 @@ from lightkube.resources.core_v1 import Namespace
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
-from tests.integration.harness import TEST_NAMESPACES, track_namespace
+from tests.integration.harness import STATE_KUBECONFIG, TEST_NAMESPACES, track_namespace
 
 pytest_plugins = ["tests.conftest_postgres"]
 
@@ -31,8 +31,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(control_plane: ControlPlane) -> Path:
-    return control_plane.kubeconfig
+def kubeconfig(control_plane: ControlPlane) -> Iterator[Path]:
+    STATE_KUBECONFIG.append(control_plane.kubeconfig)
+    yield control_plane.kubeconfig
+    STATE_KUBECONFIG.remove(control_plane.kubeconfig)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

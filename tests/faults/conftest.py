@@ -13,6 +13,7 @@ from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
 from tests.faults.support import clear_cluster
+from tests.integration.harness import STATE_KUBECONFIG
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,8 +60,10 @@ def fault_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPla
 
 
 @pytest.fixture(scope="package")
-def kubeconfig(fault_plane: ControlPlane) -> Path:
-    return fault_plane.kubeconfig
+def kubeconfig(fault_plane: ControlPlane) -> Iterator[Path]:
+    STATE_KUBECONFIG.append(fault_plane.kubeconfig)
+    yield fault_plane.kubeconfig
+    STATE_KUBECONFIG.remove(fault_plane.kubeconfig)
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

@@ -25,7 +25,8 @@ T = TypeVar("T")
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
 ) -> T:
-    """Poll until `probe` returns something truthy; fail with `what` after `timeout` seconds."""
+    """Poll until `probe` returns something truthy; after `timeout` seconds fail naming `what`, with
+    the state of every kubernaut and Tekton object in the test's namespaces (what it was waiting on)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -33,7 +34,91 @@ async def eventually(
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or probe}; last value: {last!r}\n{await describe_state()}"
+    )
+
+
+STATE_KUBECONFIG: list[Path] = []
+"""The kubeconfig of the control plane the current tests use (set by the `kubeconfig` fixtures)."""
+
+_STATE_ROWS = 60  # per kind: enough to see a stuck queue, short enough to read
+
+
+async def describe_state(namespaces: list[str] | None = None) -> str:
+    """One line per RemediationRequest, WorkflowExecution, PipelineRun and TaskRun in `namespaces`
+    (default: the test's): phases, block reasons, conditions. Read with a client of its own, so that a
+    wedged shared client cannot hide the state."""
+    if not STATE_KUBECONFIG:
+        return "(no control plane to describe)"
+    from kubernaut.kube.client import make_client
+    from kubernaut.kube.resources import (
+        PipelineRunResource,
+        RemediationRequestResource,
+        TaskRunResource,
+        WorkflowExecutionResource,
+    )
+
+    kinds = [
+        ("RemediationRequest", RemediationRequestResource, _describe_rr),
+        ("WorkflowExecution", WorkflowExecutionResource, _describe_wfe),
+        ("PipelineRun", PipelineRunResource, _describe_run),
+        ("TaskRun", TaskRunResource, _describe_run),
+    ]
+    client = make_client(STATE_KUBECONFIG[-1], timeout=5.0)
+    lines = ["state at timeout:"]
+    try:
+        for namespace in namespaces if namespaces is not None else list(TEST_NAMESPACES):
+            for kind, resource, describe in kinds:
+                try:
+                    found = [dict(obj) async for obj in client.list(resource, namespace=namespace)]
+                except Exception as exc:  # the report must not hide the timeout
+                    lines.append(f"  {kind}s in {namespace}: cannot list ({exc})")
+                    continue
+                found.sort(key=lambda body: body["metadata"].get("creationTimestamp") or "")
+                for body in found[:_STATE_ROWS]:
+                    lines.append(f"  {kind} {namespace}/{body['metadata']['name']}: {describe(body)}")
+                if len(found) > _STATE_ROWS:
+                    lines.append(f"  ... and {len(found) - _STATE_ROWS} more {kind}s in {namespace}")
+    finally:
+        await client.close()
+    return "\n".join(lines)
+
+
+def _describe_rr(body: dict[str, Any]) -> str:
+    status = body.get("status") or {}
+    parts = [f"phase={status.get('overallPhase')}"]
+    for key in ("blockReason", "blockedUntil", "outcome", "message"):
+        if status.get(key):
+            parts.append(f"{key}={str(status[key])[:120]}")
+    return " ".join(parts)
+
+
+def _describe_wfe(body: dict[str, Any]) -> str:
+    status = body.get("status") or {}
+    parts = [f"phase={status.get('phase')}"]
+    failure = status.get("failureDetails") or {}
+    if failure:
+        parts.append(f"failure={failure.get('reason')}: {str(failure.get('message', ''))[:120]}")
+    return " ".join(parts)
+
+
+def _describe_run(body: dict[str, Any]) -> str:
+    """A PipelineRun's or TaskRun's Succeeded condition, start time and children."""
+    status = body.get("status") or {}
+    conditions = status.get("conditions") or []
+    succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None)
+    condition = (
+        f"Succeeded={succeeded.get('status')}/{succeeded.get('reason')} {str(succeeded.get('message', ''))[:120]!r}"
+        if succeeded
+        else "no Succeeded condition"
+    )
+    parts = [condition, f"startTime={status.get('startTime')}"]
+    if "childReferences" in status:
+        parts.append(f"children={[child.get('name') for child in status['childReferences'] or []]}")
+    if (body["metadata"].get("deletionTimestamp")) is not None:
+        parts.append("deleting")
+    return " ".join(parts)
 
 
 class OffsetClock:

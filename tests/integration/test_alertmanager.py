@@ -5,14 +5,12 @@ payloads are checked against the shape of the unit-test fixtures (set KUBERNAUT_
 to rewrite those fixtures from a fresh capture).
 """
 
-import asyncio
 import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from kubernaut.config import GatewayConfig
 from kubernaut.domain.signals import RESOLVED_ANNOTATION, compute_fingerprint, parse_alertmanager_payload
 from kubernaut.gateway import GatewayServer, write_token_file
 from kubernaut.kube.resources import RemediationRequestResource
+from tests.integration.harness import eventually as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +49,7 @@ def free_port() -> int:
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    return await wait_for(probe, timeout=timeout, interval=0.1, what=what)
 
 
 @dataclass

@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from lightkube.core.exceptions import ApiError
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
+from tests.integration.harness import eventually as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +35,7 @@ async def running_standin(kube: AsyncClient, namespace: str) -> AsyncIterator[Te
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
-    """Poll until `probe` returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await wait_for(probe, timeout=timeout, interval=0.02, what=what)
 
 
 def pipelinerun_body(name: str, namespace: str, bundle: str, **params: str) -> dict[str, Any]:
