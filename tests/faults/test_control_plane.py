@@ -53,7 +53,8 @@ async def run_through_restart(
     restarts = 2 if scale.long else 1
     started = time.monotonic()
     try:
-        async with background(ledger), tekton(kube, exec_ns) as tekton_restart:
+        # One stand-in throughout: like Tekton's controller, it carries its runs on across the restart.
+        async with background(ledger), tekton(kube, exec_ns):
             operator.start(config)
             await operator.wait_ready()
             per_round = scale.batch_remediations // restarts
@@ -61,9 +62,6 @@ async def run_through_restart(
                 await workload.create(per_round)
                 await asyncio.sleep(1.0)  # some are running, some are blocked, some cooling down
                 await restart()
-                # Tekton's controller is a client of the restarted control plane too; a fresh stand-in
-                # (which carries every unfinished run on from what is stored) keeps this test about ours.
-                await tekton_restart()
             restarted = time.monotonic()
             # Created after the restart: only a resumed watch can bring it to the operator.
             after = rr_manifest(
@@ -94,20 +92,12 @@ async def run_through_restart(
 
 
 @contextlib.asynccontextmanager
-async def tekton(kube: AsyncClient, namespace: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    """The Tekton stand-in, with a function that replaces it by a fresh one."""
+async def tekton(kube: AsyncClient, namespace: str) -> AsyncIterator[None]:
+    """The Tekton stand-in, for the duration of the block."""
     stop = asyncio.Event()
     task = asyncio.create_task(TektonStandIn(kube, namespace).run(stop))
-
-    async def restart() -> None:
-        nonlocal stop, task
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        stop = asyncio.Event()
-        task = asyncio.create_task(TektonStandIn(kube, namespace).run(stop))
-
     try:
-        yield restart
+        yield
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

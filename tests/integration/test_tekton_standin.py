@@ -382,3 +382,37 @@ async def test_a_leftover_taskrun_deleted_meanwhile_does_not_stall_the_run(
     children = await taskruns(kube, namespace)
     assert list(children) == [f"{name}-task-1"]
     assert children[f"{name}-task-1"]["metadata"]["ownerReferences"][0]["uid"] == pipelinerun["metadata"]["uid"]
+
+
+class NotServedAtFirst:
+    """The real client, except that the first read of a PipelineRun answers 404, as a restarted API
+    server does until it serves the custom resource again."""
+
+    def __init__(self, kube: AsyncClient) -> None:
+        self._kube = kube
+        self.refused = 0
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._kube, attribute)
+
+    async def get(self, resource: Any, name: str, *, namespace: str | None = None) -> Any:
+        if resource is PipelineRunResource and not self.refused:
+            self.refused += 1
+            return await self._kube.get(resource, f"{name}-not-served", namespace=namespace)  # a real 404
+        return await self._kube.get(resource, name, namespace=namespace)
+
+
+async def test_a_pipelinerun_read_as_404_for_a_moment_is_carried_on(kube: AsyncClient, namespace: str) -> None:
+    """Only the watch says that a run is gone: a 404 on a read does not end its progress."""
+    client = NotServedAtFirst(kube)
+    stop = asyncio.Event()
+    task = asyncio.create_task(TektonStandIn(client, namespace, retry_delay=0.1).run(stop))  # type: ignore[arg-type]
+    try:
+        name = await create_pipelinerun(kube, namespace, f"{P}succeed:1tasks-0s")
+        pipelinerun = await wait_done(kube, name, namespace)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    assert client.refused == 1
+    assert summary(pipelinerun)[:2] == ("True", "Succeeded")

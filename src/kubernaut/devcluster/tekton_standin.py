@@ -57,7 +57,7 @@ _REPLACE_ATTEMPTS = 5
 
 
 class _Gone(Exception):
-    """The PipelineRun was deleted or replaced by another of the same name."""
+    """The PipelineRun was replaced by another of the same name."""
 
 
 @dataclass
@@ -160,10 +160,12 @@ class TektonStandIn:
     # Progress of one PipelineRun
 
     async def _progress(self, name: str, uid: str) -> None:
-        """Advance the run until it is done or gone; after any other error start again from what is stored.
+        """Advance the run until it is done or replaced; after any error start again from what is stored.
 
-        Only the PipelineRun itself being gone ends this task: a 404 on a child (a TaskRun that the
-        clean-up of an earlier run of the same name deleted meanwhile) is retried like any error."""
+        A 404 never ends this task: it may be a child that the clean-up of an earlier run of the same
+        name deleted meanwhile, or a restarted API server that does not serve the kind yet. The watch
+        (its DELETED event, or the next listing without the run) is what says the run is gone, and it
+        cancels this task."""
         while True:
             try:
                 await self._advance(name, uid)
@@ -171,10 +173,9 @@ class TektonStandIn:
             except asyncio.CancelledError:
                 raise
             except _Gone:
-                log.info("Tekton stand-in: PipelineRun %s/%s is gone; stopped", self._namespace, name)
+                log.info("Tekton stand-in: PipelineRun %s/%s was replaced; stopped", self._namespace, name)
                 return
             except ApiError as exc:
-                # A 404 on a child or a write: the next pass's read of the PipelineRun says whether it is gone.
                 level = logging.DEBUG if is_status(exc, 404) else logging.WARNING
                 log.log(level, "Tekton stand-in: %s/%s: %s; retrying", self._namespace, name, exc)
             except Exception as exc:
@@ -182,12 +183,7 @@ class TektonStandIn:
             await asyncio.sleep(self._retry_delay)
 
     async def _advance(self, name: str, uid: str) -> None:
-        try:
-            pipelinerun = dict(await self._client.get(PipelineRunResource, name, namespace=self._namespace))
-        except ApiError as exc:
-            if is_status(exc, 404):
-                raise _Gone from exc
-            raise
+        pipelinerun = dict(await self._client.get(PipelineRunResource, name, namespace=self._namespace))
         if pipelinerun["metadata"]["uid"] != uid:
             raise _Gone
         status = pipelinerun.get("status") or {}
