@@ -19,8 +19,6 @@ from kubernaut.kube.resources import (
     WorkflowExecutionResource,
 )
 
-pytestmark = pytest.mark.integration
-
 
 def wfe_body(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -64,7 +62,19 @@ async def test_every_crd_is_established_and_served(kube: AsyncClient, namespace:
         TaskRunResource,
     ):
         assert [obj async for obj in kube.list(resource, namespace=namespace)] == []
-    assert isinstance([obj async for obj in kube.list(RemediationWorkflowResource)], list)
+    # The catalog is cluster-scoped (other tests' entries live on): one written is read back.
+    name = f"served-{namespace}"
+    workflow = {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationWorkflow",
+        "metadata": {"name": name},
+        "spec": {"workflowId": name, "version": "1.0.0", "containerImage": "kubernaut.local/standin/succeed"},
+    }
+    await kube.create(RemediationWorkflowResource(workflow))
+    try:
+        assert name in {obj.metadata.name async for obj in kube.list(RemediationWorkflowResource)}
+    finally:
+        await kube.delete(RemediationWorkflowResource, name)
 
 
 async def test_valid_wfe_is_accepted(kube: AsyncClient, namespace: str) -> None:

@@ -24,7 +24,7 @@ from kubernaut.api.v1alpha1.workflowexecution import (
     WorkflowExecutionStatus,
 )
 from kubernaut.domain.conditions import set_condition
-from kubernaut.domain.duration import format_go_duration, format_rfc3339
+from kubernaut.domain.duration import format_go_duration
 from kubernaut.domain.failure import find_succeeded_condition
 from kubernaut.domain.target import parse_target
 from kubernaut.errors import InvalidTargetError
@@ -289,7 +289,3 @@ def decide_block_clearance(wfe: WorkflowExecution, now: datetime) -> BlockCleara
 
 def correlation_id(wfe: WorkflowExecution) -> str:
     return wfe.metadata.labels.get(LABEL_CORRELATION_ID) or wfe.metadata.name
-
-
-def describe_time(moment: datetime | None) -> str:
-    return format_rfc3339(moment) if moment else ""

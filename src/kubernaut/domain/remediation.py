@@ -131,15 +131,6 @@ def decide_timeout(rr: RemediationRequest, now: datetime, config: TimeoutsConfig
     return None
 
 
-def next_timeout_check(rr: RemediationRequest, config: TimeoutsConfig, now: datetime) -> timedelta | None:
-    """How long until the global timeout would fire (used to wake a request that waits on events)."""
-    if not rr.status.start_time:
-        return None
-    overrides = rr.spec.timeout_config
-    limit = _override(overrides.global_ if overrides else None, config.global_)
-    return max(timedelta(0), rr.status.start_time + limit - now) + timedelta(seconds=1)
-
-
 def build_timed_out_status(
     rr: RemediationRequest, decision: TimeoutDecision, now: datetime
 ) -> RemediationRequestStatus:

@@ -35,7 +35,6 @@ FAILURE_PHASE_DEDUPLICATED = "deduplicated"
 TIME_BASED_REASONS = frozenset(
     {BlockReason.CONSECUTIVE_FAILURES, BlockReason.RECENTLY_REMEDIATED, BlockReason.EXPONENTIAL_BACKOFF}
 )
-EVENT_BASED_REASONS = frozenset({BlockReason.DUPLICATE_IN_PROGRESS, BlockReason.RESOURCE_BUSY})
 
 _TERMINAL_WFE = (WorkflowExecutionPhase.COMPLETED, WorkflowExecutionPhase.FAILED)
 _LATEST = datetime.max.replace(tzinfo=UTC)

@@ -147,7 +147,6 @@ class WorkflowExecutionStatus(KubeModel):
     pipeline_run_status: PipelineRunStatusSummary | None = Field(
         default=None, description="Last observed PipelineRun status."
     )
-    failure_reason: str | None = Field(default=None, description="Deprecated; never written.")
     failure_details: FailureDetails | None = Field(default=None, description="Set when Failed.")
     block_clearance: BlockClearanceDetails | None = Field(
         default=None, description="Set when an operator cleared the execution block of this failure."
