@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup controlplane demo test lint typecheck importlint unit integration crds bench faults clean
+.PHONY: help setup controlplane demo test lint typecheck importlint unit component integration e2e crds bench faults clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -37,8 +37,17 @@ importlint: $(STAMP) ## Layer contracts (import-linter)
 crds: $(STAMP) ## Regenerate config/crd/bases from the models
 	$(BIN)/python -m kubernaut.api.crdgen config/crd/bases
 
-unit: $(STAMP) ## Fast tests without I/O
+unit: $(STAMP) ## Pure logic, no I/O (seconds)
 	$(BIN)/pytest tests/unit -q
+
+component: $(STAMP) ## Components against their real dependencies: SQLite, PostgreSQL, HTTP servers
+	$(BIN)/pytest tests/component -q
+
+integration: setup ## Controllers against the real local control plane
+	$(BIN)/pytest tests/integration -q
+
+e2e: setup ## The CLI and `kubernaut run` / `dev up` as processes, as a user runs them
+	$(BIN)/pytest tests/e2e -q
 
 test: setup lint typecheck importlint ## Everything: lint, types, layers, then every test against real parts
 	$(BIN)/pytest -q

@@ -19,6 +19,18 @@ from tests.integration.harness import STATE_KUBECONFIG, TEST_NAMESPACES, track_n
 pytest_plugins = ["tests.conftest_postgres"]
 
 
+_SUITES = ("unit", "component", "integration", "e2e", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its suite, the folder it lives in (`-m integration` and so on)."""
+    root = Path(__file__).parent
+    for item in items:
+        suite = item.path.relative_to(root).parts[0]
+        if suite in _SUITES:
+            item.add_marker(getattr(pytest.mark, suite))
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver, started once for the whole session and always stopped."""

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,8 +33,6 @@ from tests.faults.passes import counting
 from tests.faults.support import TERMINAL, background, deadline
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest
-
-pytestmark = pytest.mark.integration
 
 EXAMPLES = 150 if long_run() else 30
 STANDIN = "kubernaut.local/standin"

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.domain.target import build_lock_name
@@ -16,8 +15,6 @@ from tests.faults.passes import counting
 from tests.faults.support import deadline, take_snapshot
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest, rr_status
-
-pytestmark = pytest.mark.integration
 
 NOW = "2025-12-15T10:00:00Z"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
@@ -33,8 +32,6 @@ from tests.faults.support import (
     wait_settled,
 )
 from tests.integration.harness import create_namespace, running, settings_for
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def build_api_error(code: int, reason: str, message: str, method: str = "PATCH") -> ApiError:

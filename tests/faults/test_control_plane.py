@@ -29,7 +29,7 @@ from tests.faults.support import (
 from tests.integration.harness import create_namespace, eventually
 from tests.integration.rr import rr_manifest, rr_status
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.usefixtures("clean_cluster")]
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 async def restart_apiserver(plane: ControlPlane) -> None:

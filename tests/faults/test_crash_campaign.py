@@ -27,7 +27,7 @@ from tests.faults.support import (
 )
 from tests.integration.harness import create_namespace
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.usefixtures("clean_cluster")]
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 COOLDOWN = 2.0
 

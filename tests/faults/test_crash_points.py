@@ -26,7 +26,7 @@ from tests.faults.support import (
 from tests.integration.harness import create_namespace, eventually, get_or_none
 from tests.integration.rr import rr_manifest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_cluster")]
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 POINTS = (
     "orchestrator.execution-created",

@@ -5,7 +5,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.tekton_standin import TektonStandIn
@@ -13,8 +12,6 @@ from kubernaut.kube.resources import RemediationRequestResource
 from tests.faults.support import background, deadline, take_snapshot
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest
-
-pytestmark = pytest.mark.integration
 
 
 @deadline()

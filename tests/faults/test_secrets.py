@@ -38,7 +38,7 @@ from tests.conftest_postgres import PostgresServer, running_postgres
 from tests.faults.support import Operator, background, deadline, free_port, write_operator_config
 from tests.integration.harness import create_namespace, eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_cluster")]
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 ALERT = "SecretsLeakProbe"
 

@@ -22,7 +22,7 @@ from kubernaut.kube.resources import (
     WorkflowExecutionResource,
 )
 from tests.integration.harness import eventually
-from tests.integration.test_orchestrator_support import Recorded
+from tests.integration.orchestrator_support import Recorded
 
 KUBERNAUT = [sys.executable, "-m", "kubernaut"]
 TERMINAL_PHASES = {"Completed", "Failed", "TimedOut", "Skipped", "Cancelled"}

@@ -29,8 +29,6 @@ from kubernaut.gateway import GatewayServer, write_token_file
 from kubernaut.kube.resources import RemediationRequestResource
 from tests.integration.harness import eventually as wait_for
 
-pytestmark = pytest.mark.integration
-
 FIXTURES = Path(__file__).parents[1] / "unit" / "fixtures"
 T = TypeVar("T")
 

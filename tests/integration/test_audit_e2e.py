@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.factory import open_audit_sink
@@ -25,9 +24,7 @@ from kubernaut.kube.resources import (
     RemediationRequestResource,
     WorkflowExecutionResource,
 )
-from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.rr import fingerprint, rr_manifest
-from tests.integration.test_audit_e2e_support import (
+from tests.integration.audit_e2e_support import (
     assert_exactly_expected,
     build_expected_events,
     caught_up,
@@ -35,8 +32,9 @@ from tests.integration.test_audit_e2e_support import (
     unique_workflow_id,
     verify_audit,
 )
-from tests.integration.test_executor_support import api_error
-from tests.integration.test_orchestrator_support import (
+from tests.integration.executor_support import api_error
+from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.orchestrator_support import (
     STANDIN,
     annotate_wfe,
     create_rr,
@@ -44,8 +42,7 @@ from tests.integration.test_orchestrator_support import (
     standin,
     wait_phase,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import fingerprint, rr_manifest
 
 CONTROLLERS = ("orchestrator", "executor", "notifier")
 FINAL_PHASES = {

@@ -22,9 +22,7 @@ from kubernaut.audit.factory import open_audit_sink
 from kubernaut.audit.writer import AuditWriter
 from kubernaut.kube.resources import RemediationRequestResource
 from tests.conftest_postgres import free_port
-from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.rr import rr_manifest
-from tests.integration.test_audit_e2e_support import (
+from tests.integration.audit_e2e_support import (
     assert_exactly_expected,
     build_expected_events,
     caught_up,
@@ -33,9 +31,9 @@ from tests.integration.test_audit_e2e_support import (
     unique_workflow_id,
     verify_audit,
 )
-from tests.integration.test_orchestrator_support import STANDIN, create_rr, recording, standin, wait_phase
-
-pytestmark = pytest.mark.integration
+from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.orchestrator_support import STANDIN, create_rr, recording, standin, wait_phase
+from tests.integration.rr import rr_manifest
 
 PASSWORD = "s3cret-Pa55"
 

@@ -16,8 +16,6 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
-pytestmark = pytest.mark.integration
-
 CANCELLED = 400
 
 

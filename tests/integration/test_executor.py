@@ -4,7 +4,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 from prometheus_client import REGISTRY
 
@@ -21,8 +20,6 @@ from tests.integration.harness import (
     running,
     settings_for,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def wfe_manifest(name: str, namespace: str, target: str, **spec: Any) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from lightkube.types import PatchType
 from kubernaut.audit.factory import open_audit_sink, open_audit_store
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
-from tests.integration.harness import create_namespace, events_for, running, settings_for
-from tests.integration.test_executor_support import (
+from tests.integration.executor_support import (
     CREATIONS,
     DURATIONS,
     OUTCOMES,
@@ -33,8 +32,9 @@ from tests.integration.test_executor_support import (
     watching_pipelineruns,
     wfe_status,
 )
+from tests.integration.harness import create_namespace, events_for, running, settings_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_wfes")]
+pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 
 async def count_audit(url: str, resource: str) -> dict[str, int]:

@@ -16,8 +16,7 @@ from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
 from kubernaut.kube.runtime import Result
-from tests.integration.harness import create_namespace, events_for, eventually, get_or_none, running, settings_for
-from tests.integration.test_executor_support import (
+from tests.integration.executor_support import (
     CREATIONS,
     DURATIONS,
     FINALIZER,
@@ -41,8 +40,9 @@ from tests.integration.test_executor_support import (
     wfe_body,
     wfe_status,
 )
+from tests.integration.harness import create_namespace, events_for, eventually, get_or_none, running, settings_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_wfes")]
+pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 
 async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:

@@ -11,8 +11,7 @@ from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.kube.runtime import Result
-from tests.integration.harness import create_namespace, events_for, eventually, running, settings_for
-from tests.integration.test_executor_support import (
+from tests.integration.executor_support import (
     CREATIONS,
     OUTCOMES,
     Metrics,
@@ -30,8 +29,9 @@ from tests.integration.test_executor_support import (
     watching_pipelineruns,
     wfe_status,
 )
+from tests.integration.harness import create_namespace, events_for, eventually, running, settings_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_wfes")]
+pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 
 async def test_burst_on_one_target_has_one_winner(kube: AsyncClient, kubeconfig: Path) -> None:

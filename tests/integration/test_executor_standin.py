@@ -15,8 +15,7 @@ from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain.duration import format_go_duration
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.test_executor_support import (
+from tests.integration.executor_support import (
     CREATIONS,
     OUTCOMES,
     Metrics,
@@ -29,8 +28,9 @@ from tests.integration.test_executor_support import (
     wait_phase,
     watching_pipelineruns,
 )
+from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_wfes")]
+pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 STANDIN = "kubernaut.local/standin/"
 

@@ -23,8 +23,6 @@ from kubernaut.gateway import GatewayServer, write_token_file
 from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import RemediationRequestResource
 
-pytestmark = pytest.mark.integration
-
 FIXTURES = Path(__file__).parents[1] / "unit" / "fixtures"
 TOKEN = "test-token-0123456789"
 StartGateway = Callable[..., Awaitable[GatewayServer]]

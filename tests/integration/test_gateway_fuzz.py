@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,8 +16,6 @@ from lightkube.resources.core_v1 import Namespace
 
 from kubernaut.config import GatewayConfig
 from kubernaut.gateway import GatewayServer
-
-pytestmark = pytest.mark.integration
 
 FIXTURE = json.loads((Path(__file__).parents[1] / "unit" / "fixtures" / "alertmanager_firing.json").read_text())
 

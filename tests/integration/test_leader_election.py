@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import eventually
 from tests.integration.operator_process import (
@@ -28,7 +26,6 @@ from tests.integration.operator_process import (
 )
 from tests.integration.rr import rr_manifest
 
-pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
 # Long enough that a leader starved of CPU on a busy 2-core machine still renews in time.

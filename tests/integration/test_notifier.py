@@ -28,8 +28,6 @@ from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import NotificationRequestResource
 from tests.integration.harness import running
 
-pytestmark = pytest.mark.integration
-
 HMAC_KEY = "hmac-key-" + uuid.uuid4().hex
 SLACK_PATH = "/services/T000/B000/" + uuid.uuid4().hex  # the secret part of a Slack webhook URL
 

@@ -18,8 +18,6 @@ from kubernaut.config import parse_settings
 from kubernaut.kube.resources import NotificationRequestResource
 from tests.integration.harness import running
 
-pytestmark = pytest.mark.integration
-
 
 class Mailbox:
     """Accepts every message, except one whose subject says `reject`."""

@@ -13,14 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import RemediationWorkflowResource, WorkflowExecutionResource
 from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.rr import rr_manifest
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     STANDIN,
     create_rr,
     create_wfe,
@@ -32,8 +30,7 @@ from tests.integration.test_orchestrator_support import (
     wfe_body,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import rr_manifest
 
 OBSERVE_SECONDS = 3.0
 """How long the tests watch a finished request for further reconciles (none may come)."""

@@ -12,14 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.rr import rr_manifest, rr_status
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     STANDIN,
     Recorded,
     create_rr,
@@ -30,8 +28,7 @@ from tests.integration.test_orchestrator_support import (
     standin,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import rr_manifest, rr_status
 
 BURST = 50
 

@@ -5,15 +5,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest, rr_status, wfe_names
-
-pytestmark = pytest.mark.integration
 
 
 async def with_standin(kube: AsyncClient, exec_ns: str) -> AsyncIterator[None]:

@@ -6,14 +6,12 @@ Orchestrator, executor and the Tekton stand-in on the real API server, with shor
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import WorkflowExecutionResource
 from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.rr import fingerprint, rr_manifest
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     STANDIN,
     annotate_wfe,
     create_rr,
@@ -25,8 +23,7 @@ from tests.integration.test_orchestrator_support import (
     wait_phase,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import fingerprint, rr_manifest
 
 BOTH = ("orchestrator", "executor")
 PULL_FAILS = STANDIN + "imagepull:0s"

@@ -8,14 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.rr import rr_manifest
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     RO,
     completed_wfe_status,
     condition,
@@ -37,8 +35,7 @@ from tests.integration.test_orchestrator_support import (
     wfe_body,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import rr_manifest
 
 NO_JITTER = {"backoffJitterPercent": 0}
 

@@ -9,15 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.rr import fingerprint, rr_manifest
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     RO,
     blocked_total,
     completed_wfe_status,
@@ -39,8 +37,7 @@ from tests.integration.test_orchestrator_support import (
     wfe_body,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import fingerprint, rr_manifest
 
 
 def the_one(audit: MemoryAuditSink, event_type: str, rr: str) -> dict[str, Any]:

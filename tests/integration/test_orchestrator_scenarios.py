@@ -8,15 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
 from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
-from tests.integration.rr import rr_manifest
-from tests.integration.test_orchestrator_support import (
+from tests.integration.orchestrator_support import (
     STANDIN,
     condition,
     create_rr,
@@ -33,8 +31,7 @@ from tests.integration.test_orchestrator_support import (
     wfe_body,
     wfes,
 )
-
-pytestmark = pytest.mark.integration
+from tests.integration.rr import rr_manifest
 
 BOTH = ("orchestrator", "executor")
 PR_LABEL = "kubernaut.ai/workflow-execution"

@@ -46,8 +46,6 @@ from tests.integration.operator_process import (
 )
 from tests.integration.rr import rr_manifest, rr_status
 
-pytestmark = pytest.mark.integration
-
 CLEAR = "kubernaut.ai/clear-execution-block"
 SUCCEED = "kubernaut.local/standin/succeed:1tasks-1s"
 SLOW = "kubernaut.local/standin/succeed:1tasks-4s"

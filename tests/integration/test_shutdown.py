@@ -10,8 +10,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import eventually
 from tests.integration.operator_process import (
@@ -25,7 +23,6 @@ from tests.integration.operator_process import (
 )
 from tests.integration.rr import rr_manifest
 
-pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
 GRACE_SECONDS = 10.0

@@ -16,8 +16,6 @@ from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
 from tests.integration.harness import eventually as wait_for
 
-pytestmark = pytest.mark.integration
-
 P = "kubernaut.local/standin/"
 T = TypeVar("T")
 

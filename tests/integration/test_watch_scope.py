@@ -4,14 +4,11 @@ watch other namespaces too: the cache holds no PipelineRun of anyone else."""
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient
 
 from kubernaut.controllers.kinds import PIPELINERUN_KIND
 from kubernaut.kube.resources import PipelineRunResource
 from tests.integration.harness import create_namespace, eventually, running, settings_for
-
-pytestmark = pytest.mark.integration
 
 
 def pipelinerun(name: str, namespace: str) -> Any:

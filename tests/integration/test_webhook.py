@@ -25,7 +25,6 @@ from kubernaut.kube.resources import (
 from tests.integration.operator_process import ProductionCluster, cluster
 from tests.integration.rr import rr_manifest
 
-pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
 CLEAR = "kubernaut.ai/clear-execution-block"
