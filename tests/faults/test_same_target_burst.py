@@ -2,16 +2,34 @@
 the others (ResourceBusy), instead of creating several executions that then race for the lock."""
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.tekton_standin import TektonStandIn
-from kubernaut.kube.resources import RemediationRequestResource
+from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.faults.support import background, deadline, take_snapshot
 from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.orchestrator_support import Recorded, recording
 from tests.integration.rr import rr_manifest
+
+
+def most_active_at_once(executions: Recorded) -> Counter[str]:
+    """Per target, the most executions that were not yet Completed or Failed at the same moment."""
+    active: dict[str, set[str]] = {}
+    most: Counter[str] = Counter()
+    for type_, name, _, body in executions.events:
+        target = body["spec"]["targetResource"]
+        phase = (body.get("status") or {}).get("phase")
+        names = active.setdefault(target, set())
+        if type_ == "DELETED" or phase in ("Completed", "Failed"):
+            names.discard(name)
+        else:
+            names.add(name)
+        most[target] = max(most[target], len(names))
+    return most
 
 
 @deadline()
@@ -20,7 +38,12 @@ async def test_burst_on_one_target_runs_one_and_blocks_the_rest(
 ) -> None:
     exec_ns = await create_namespace(kube, "exec")
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
-    async with background(TektonStandIn(kube, exec_ns)), running(kubeconfig, settings, ("orchestrator", "executor")):
+    async with (
+        background(TektonStandIn(kube, exec_ns)),
+        recording(kube, WorkflowExecutionResource, namespace) as executions,
+        recording(kube, RemediationRequestResource, namespace) as requests,
+        running(kubeconfig, settings, ("orchestrator", "executor")),
+    ):
         manifests = [
             rr_manifest(
                 f"rr-{t}-{i}",
@@ -43,3 +66,10 @@ async def test_burst_on_one_target_runs_one_and_blocks_the_rest(
         rr["metadata"]["name"]: rr["status"].get("message") for rr in rrs if rr["status"]["overallPhase"] != "Completed"
     }
     assert failed == {}
+    # One execution per request, and per target only one at a time: the others waited as ResourceBusy.
+    assert sorted(executions.created()) == sorted(f"we-{m['metadata']['name']}" for m in manifests)
+    assert set(most_active_at_once(executions).values()) == {1}
+    blocked = {
+        name for _, name, _, body in requests.events if (body.get("status") or {}).get("blockReason") == "ResourceBusy"
+    }
+    assert len(blocked) >= 4 * 2, blocked  # all but the first of each target's three
