@@ -1,1 +1,1 @@
-"""The only module that talks to the Kubernetes API directly."""
+"""Kubernetes plumbing: creating clients, patching status, the informer cache and the work queue."""

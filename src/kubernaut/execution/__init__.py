@@ -1,1 +1,0 @@
-"""Execution backends: Tekton PipelineRuns."""
