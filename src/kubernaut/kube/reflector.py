@@ -130,7 +130,7 @@ class Reflector:
                 if isinstance(exc, httpx.ReadTimeout):
                     continue  # a quiet stream the server did not end in time: resume at once
                 self._delay = next_backoff(self._delay)
-                log.warning("Watch of %s failed (retry in %.1fs): %s", self.name, self._delay, exc)
+                log.warning("Watch of %s failed (retry in %.1fs): %s", self.name, self._delay, str(exc) or repr(exc))
                 await asyncio.sleep(self._delay)
 
     async def _watch(self) -> None:
