@@ -9,6 +9,9 @@ import httpx2
 import pytest
 from lightkube.core.exceptions import ApiError
 
+from kubernaut.config import parse_settings
+from kubernaut.controllers.kinds import PIPELINERUN_KIND, RR_KIND, WORKFLOW_KIND
+from kubernaut.controllers.manager import Manager
 from kubernaut.kube import reflector as reflector_module
 from kubernaut.kube.reflector import Reflector, next_backoff, stale_objects
 from kubernaut.kube.resources import PipelineRunResource
@@ -165,3 +168,18 @@ async def test_a_failing_listener_does_not_stop_the_reflector() -> None:
     await run_until_idle(reflector, api)
     assert sorted(b["metadata"]["name"] for b in cache.all()) == ["a", "b"]
     assert [ns for _, ns, _ in api.requests] == ["*", "*"]  # every namespace
+
+
+def test_each_kind_is_watched_as_narrowly_as_it_is_read() -> None:
+    settings = parse_settings({"execution": {"namespace": "runs"}, "audit": {"url": "memory://"}})
+    manager = Manager(client=None, settings=settings, audit=None, namespaces=("a", "b"))  # type: ignore[arg-type]
+    for kind in (RR_KIND, WORKFLOW_KIND, PIPELINERUN_KIND):
+        manager.cache(kind)
+    scopes = {(r.name, r._ns(), r.label_selector) for r in manager._reflectors()}
+    assert scopes == {
+        ("remediationrequests in a", "a", None),
+        ("remediationrequests in b", "b", None),
+        ("remediationworkflows", None, None),  # cluster-scoped
+        ("pipelineruns in runs", "runs", "kubernaut.ai/workflow-execution"),
+    }
+    assert RR_KIND.scopes(settings, ()) == (None,)  # no namespace list: every namespace
