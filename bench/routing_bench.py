@@ -254,7 +254,7 @@ async def run_latency(requests: int) -> dict[str, list[float]]:
             await asyncio.wait_for(ready.wait(), 60)
             try:
                 return {
-                    # kopf reports ready before its watches stream: the first request waits for them
+                    # ready comes before the watches stream: the first request may wait for them
                     "first after start": await measure_latency(kube, namespace, 1, "warm", burst=False),
                     "one at a time": await measure_latency(kube, namespace, requests, "seq", burst=False),
                     "all at once": await measure_latency(kube, namespace, requests, "burst", burst=True),

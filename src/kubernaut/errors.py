@@ -1,4 +1,4 @@
-"""The one error hierarchy of the project; only controllers translate it for kopf."""
+"""The one error hierarchy of the project; the entry points turn it into messages and exit codes."""
 
 
 class KubernautError(Exception):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from kubernaut.controllers.manager import Manager
 from kubernaut.kube.runtime import Result
 
-TRACEBACK_LOGGERS = ("kubernaut", "kopf")
+TRACEBACK_LOGGERS = ("kubernaut",)
 
 
 @dataclass

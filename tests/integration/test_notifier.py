@@ -122,7 +122,7 @@ def notifier_settings(receiver: Receiver, secrets_namespace: str) -> Settings:
 async def notifier_running(
     receiver: Receiver, secrets_namespace: str, kubeconfig: Path
 ) -> AsyncIterator[MemoryAuditSink]:
-    """The notifier in this test's task (kopf cancels tasks started after it, such as fixture teardowns)."""
+    """The notifier, running in this test's task."""
     audit = MemoryAuditSink()
     async with running(kubeconfig, notifier_settings(receiver, secrets_namespace), ("notifier",), audit=audit):
         yield audit

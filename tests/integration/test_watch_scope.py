@@ -1,5 +1,6 @@
-"""PipelineRuns are listed and watched in the execution namespace only, even when the controllers
-watch other namespaces too: the cache holds no PipelineRun of anyone else."""
+"""PipelineRuns are listed and watched in the execution namespace only, and only those of a
+WorkflowExecution, even when the controllers watch other namespaces too: the cache holds no
+PipelineRun of anyone else."""
 
 from pathlib import Path
 from typing import Any
@@ -11,22 +12,26 @@ from kubernaut.kube.resources import PipelineRunResource
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 
 
-def pipelinerun(name: str, namespace: str) -> Any:
+def pipelinerun(name: str, namespace: str, *, ours: bool = True) -> Any:
+    labels = {"kubernaut.ai/workflow-execution": name} if ours else {}
     return PipelineRunResource(
         {
             "apiVersion": "tekton.dev/v1",
             "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {},
         }
     )
 
 
-async def test_pipelineruns_are_watched_in_the_execution_namespace_only(kube: AsyncClient, kubeconfig: Path) -> None:
+async def test_pipelineruns_are_watched_in_the_execution_namespace_only_and_only_ours(
+    kube: AsyncClient, kubeconfig: Path
+) -> None:
     exec_ns = await create_namespace(kube, "exec")
     other_ns = await create_namespace(kube, "other")
     await kube.create(pipelinerun("before", exec_ns))
     await kube.create(pipelinerun("before", other_ns))
+    await kube.create(pipelinerun("someone-elses", exec_ns, ours=False))
     # The controllers watch both namespaces (the harness's default: every namespace of the test).
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)) as manager:
         cache = manager.caches[PIPELINERUN_KIND.plural]
@@ -35,6 +40,7 @@ async def test_pipelineruns_are_watched_in_the_execution_namespace_only(kube: As
         assert sorted(b["metadata"]["namespace"] for b in cache.all()) == [exec_ns]
 
         await kube.create(pipelinerun("after", other_ns))
+        await kube.create(pipelinerun("theirs-too", exec_ns, ours=False))
         await kube.create(pipelinerun("after", exec_ns))
 
         async def arrived() -> bool:

@@ -82,6 +82,20 @@ def test_pipelinerun_writes_only_in_a_role_of_the_execution_namespace() -> None:
     assert writers == [("Role", EXECUTION_NAMESPACE, "kubernaut-executor")]
 
 
+def test_pipelineruns_are_listed_and_watched_only_in_the_execution_namespace() -> None:
+    readers = {
+        (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
+        for doc, rule in rules()
+        if "tekton.dev" in rule.get("apiGroups", [])
+        and "pipelineruns" in rule.get("resources", [])
+        and {"list", "watch"} & set(rule.get("verbs", []))
+    }
+    assert readers == {
+        ("Role", EXECUTION_NAMESPACE, "kubernaut-executor"),
+        ("Role", EXECUTION_NAMESPACE, "kubernaut-orchestrator"),
+    }
+
+
 def test_secrets_are_readable_only_by_name_and_never_listed() -> None:
     for doc, rule in rules():
         if "secrets" in rule.get("resources", []):

@@ -319,9 +319,9 @@ class PostgresAuditStore:
 
 
 async def close_pool(pool: Pool, within: float = 5.0) -> None:
-    """Close a pool whose worker tasks may have been cancelled by someone else already: kopf, when
-    it stops, cancels every task started after it, and a pool made after a reconnection has such
-    workers. Their cancellation is not ours to pass on; our own still is."""
+    """Close a pool whose worker tasks may have been cancelled by someone else already (an event loop
+    that is shutting down cancels every task left). Their cancellation is not ours to pass on; our
+    own still is."""
     try:
         await pool.close(timeout=within)
     except asyncio.CancelledError:

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -63,7 +62,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("kopf", "httpx", "httpx2", "httpcore", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -230,8 +229,3 @@ def _with_run_flags(
         _fail(f"invalid value for {_RUN_FLAGS.get(field, field)}: {first['msg']}")
         raise  # unreachable
     return settings.model_copy(update={"manager": merged})
-
-
-def install_signal_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)

@@ -1,1 +1,1 @@
-"""kopf-driven controllers: thin adapters that read objects, call the domain, perform the I/O."""
+"""The controllers: thin adapters that read objects from their caches, call the domain, perform the I/O."""

@@ -2,6 +2,7 @@
 
 from kubernaut.config import Settings
 from kubernaut.controllers.manager import Kind
+from kubernaut.domain.pipelinerun import LABEL_WORKFLOW_EXECUTION
 from kubernaut.domain.target import build_target_string
 from kubernaut.kube.resources import (
     NotificationRequestResource,
@@ -22,8 +23,16 @@ def _execution_namespace(settings: Settings) -> str:
     return settings.execution.namespace
 
 
-# PipelineRuns matter only in the execution namespace: the cache holds no one else's.
-PIPELINERUN_KIND = Kind("tekton.dev", "v1", "pipelineruns", PipelineRunResource, namespace_of=_execution_namespace)
+# PipelineRuns matter only in the execution namespace, and only those the executor made (they carry
+# the execution's label): the cache holds no one else's.
+PIPELINERUN_KIND = Kind(
+    "tekton.dev",
+    "v1",
+    "pipelineruns",
+    PipelineRunResource,
+    namespace_of=_execution_namespace,
+    label_selector=LABEL_WORKFLOW_EXECUTION,
+)
 
 TARGET_INDEX = "target"
 FINGERPRINT_INDEX = "fingerprint"

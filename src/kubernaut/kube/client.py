@@ -12,13 +12,20 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 
+from kubernaut.kube.credentials import resolve_exec
+
 FIELD_MANAGER = "kubernaut"
 
 
 def make_client(kubeconfig: Path | None = None, *, timeout: float = 30.0) -> AsyncClient:
-    """An async client for the given kubeconfig, or the usual kubeconfig / in-cluster resolution."""
+    """An async client for the given kubeconfig, or the usual kubeconfig / in-cluster resolution
+    (lightkube's: certificates, tokens, token files, in-cluster), with exec plugins run by us."""
     config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
-    return AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+    config, token_auth = resolve_exec(config)
+    client = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+    if token_auth is not None:
+        client._client._client.auth = token_auth  # the httpx client under lightkube's
+    return client
 
 
 def load_manifests(paths: list[Path]) -> list[Any]:

@@ -1,7 +1,7 @@
-"""Controller plumbing on top of kopf's watches: an informer cache and a keyed work queue.
+"""Controller plumbing: an informer cache and a keyed work queue.
 
-kopf delivers every watch event (`@kopf.on.event`, no state kept on the objects); the cache keeps
-the latest body per object with secondary indexes, and each controller reconciles keys from its
+Reflectors (`kube/reflector.py`) deliver every listed object and watch event into the cache, which
+keeps the latest body per object with secondary indexes; each controller reconciles keys from its
 own queue with controller-runtime semantics: one worker per key at a time, coalesced triggers,
 `requeue after`, and per-key exponential back-off on errors.
 """
