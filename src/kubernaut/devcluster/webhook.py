@@ -16,8 +16,6 @@ from kubernaut.devcluster.certs import generate_pki, issue_serving_cert
 from kubernaut.paths import project_dir
 from kubernaut.webhook.server import VALIDATE_PATH, AdmissionServer
 
-# -- the local default: the same configurations, pointed at a URL on loopback ----------------------------
-
 
 def webhook_manifests_path() -> Path:
     return project_dir() / "config" / "webhook" / "manifests.yaml"
