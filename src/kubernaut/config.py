@@ -10,6 +10,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from kubernaut.domain.duration import parse_go_duration
+from kubernaut.domain.remediation import TimeoutPolicy
+from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
 
 
@@ -48,13 +50,28 @@ class ExecutionConfig(Section):
         return value
 
 
+_ROUTING = RoutingPolicy()
+_TIMEOUTS = TimeoutPolicy()
+
+
 class RoutingConfig(Section):
-    consecutive_failure_threshold: int = Field(default=3, ge=1)
-    consecutive_failure_cooldown: Duration = timedelta(hours=1)
-    recently_remediated_cooldown: Duration = timedelta(minutes=5)
-    backoff_base: Duration = timedelta(minutes=1)
-    backoff_max: Duration = timedelta(minutes=10)
-    backoff_jitter_percent: int = Field(default=10, ge=0, le=100)
+    consecutive_failure_threshold: int = Field(default=_ROUTING.consecutive_failure_threshold, ge=1)
+    consecutive_failure_cooldown: Duration = _ROUTING.consecutive_failure_cooldown
+    recently_remediated_cooldown: Duration = _ROUTING.recently_remediated_cooldown
+    backoff_base: Duration = _ROUTING.backoff_base
+    backoff_max: Duration = _ROUTING.backoff_max
+    backoff_jitter_percent: int = Field(default=_ROUTING.backoff_jitter_percent, ge=0, le=100)
+
+    def policy(self) -> RoutingPolicy:
+        """The values the routing decisions take."""
+        return RoutingPolicy(
+            consecutive_failure_threshold=self.consecutive_failure_threshold,
+            consecutive_failure_cooldown=self.consecutive_failure_cooldown,
+            recently_remediated_cooldown=self.recently_remediated_cooldown,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            backoff_jitter_percent=self.backoff_jitter_percent,
+        )
 
     @field_validator("consecutive_failure_cooldown", "backoff_base", "backoff_max")
     @classmethod
@@ -72,9 +89,13 @@ class RoutingConfig(Section):
 
 
 class TimeoutsConfig(Section):
-    global_: Duration = Field(default=timedelta(hours=1), alias="global")
-    analyzing: Duration = timedelta(minutes=10)
-    executing: Duration = timedelta(minutes=30)
+    global_: Duration = Field(default=_TIMEOUTS.global_, alias="global")
+    analyzing: Duration = _TIMEOUTS.analyzing
+    executing: Duration = _TIMEOUTS.executing
+
+    def policy(self) -> TimeoutPolicy:
+        """The default timeouts the timeout decision takes."""
+        return TimeoutPolicy(global_=self.global_, analyzing=self.analyzing, executing=self.executing)
 
 
 class AuditConfig(Section):

@@ -14,10 +14,16 @@ from kubernaut.api.audit import build_event_id
 from kubernaut.api.v1alpha1.remediationrequest import RemediationRequest
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
 from kubernaut.audit.factory import open_audit_sink
-from kubernaut.config import RoutingConfig
 from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain import remediation as rem
-from kubernaut.domain.routing import BlockedAction, DecisionKind, RoutingStage, decide_blocked, decide_routing
+from kubernaut.domain.routing import (
+    BlockedAction,
+    DecisionKind,
+    RoutingPolicy,
+    RoutingStage,
+    decide_blocked,
+    decide_routing,
+)
 from kubernaut.kube.resources import RemediationRequestResource
 from tests.faults.support import background, deadline, read_audit, wait_locks_released
 from tests.integration.harness import create_namespace, eventually, running, settings_for
@@ -83,15 +89,15 @@ def _stored(rr: RemediationRequest, status: Any) -> RemediationRequest:
     ("config", "previous"),
     [
         # The back-off delay carries jitter in nanoseconds: its end is almost never a whole second.
-        (RoutingConfig(backoff_base=timedelta(seconds=60), backoff_jitter_percent=10), "Failed"),
+        (RoutingPolicy(backoff_base=timedelta(seconds=60), backoff_jitter_percent=10), "Failed"),
         (
-            RoutingConfig(recently_remediated_cooldown=timedelta(milliseconds=1500), backoff_jitter_percent=0),
+            RoutingPolicy(recently_remediated_cooldown=timedelta(milliseconds=1500), backoff_jitter_percent=0),
             "Completed",
         ),
     ],
     ids=["jittered-backoff", "sub-second-cooldown"],
 )
-def test_a_stored_block_never_ends_before_its_decision(config: RoutingConfig, previous: str) -> None:
+def test_a_stored_block_never_ends_before_its_decision(config: RoutingPolicy, previous: str) -> None:
     """A block ending at a fraction of a second is stored to the second. When the stored block lets
     the request go, routing must let it through: resuming into the same block again would cost two
     transitions, two audit events and a wasted pass."""

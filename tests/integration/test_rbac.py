@@ -25,8 +25,8 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from lightkube.types import PatchType
 
-from kubernaut.controllers.webhook import start_dev_webhook
 from kubernaut.devcluster.controlplane import free_port
+from kubernaut.devcluster.webhook import start_dev_webhook
 from kubernaut.kube.client import make_client
 from kubernaut.kube.resources import (
     NotificationRequestResource,

@@ -15,7 +15,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource
 from lightkube.types import PatchType
 
-from kubernaut.controllers.webhook import DevWebhook, start_dev_webhook
+from kubernaut.devcluster.webhook import DevWebhook, start_dev_webhook
 from kubernaut.kube.client import make_client
 from kubernaut.kube.resources import (
     RemediationRequestResource,

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 from kubernaut.config import load_settings, parse_settings
+from kubernaut.domain.remediation import TimeoutPolicy
+from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
 
 
@@ -13,6 +15,8 @@ def test_defaults() -> None:
     assert settings.execution.cooldown == timedelta(minutes=5)
     assert settings.routing.consecutive_failure_threshold == 3
     assert settings.timeouts.global_ == timedelta(hours=1)
+    assert settings.routing.policy() == RoutingPolicy()
+    assert settings.timeouts.policy() == TimeoutPolicy()
 
 
 def test_every_documented_key(tmp_path: Path) -> None:
@@ -28,6 +32,10 @@ def test_every_documented_key(tmp_path: Path) -> None:
     assert settings.execution.cooldown == timedelta(seconds=90)
     assert settings.routing.backoff_max == timedelta(minutes=1)
     assert settings.timeouts.executing == timedelta(minutes=90)
+    assert settings.routing.policy().backoff_max == timedelta(minutes=1)
+    assert settings.timeouts.policy() == TimeoutPolicy(
+        global_=timedelta(hours=2), analyzing=timedelta(minutes=1), executing=timedelta(minutes=90)
+    )
 
 
 @pytest.mark.parametrize(

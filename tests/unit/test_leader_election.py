@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kubernaut.controllers.leader import (
+from kubernaut.controllers.manager import compute_drain_timeout
+from kubernaut.kube.leader import (
     LeaseAction,
     LeaseRecord,
     build_lease_name,
@@ -13,7 +14,6 @@ from kubernaut.controllers.leader import (
     decide_lease,
     parse_lease_record,
 )
-from kubernaut.controllers.manager import compute_drain_timeout
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 EARLIER = NOW - timedelta(seconds=30)

@@ -8,7 +8,6 @@ import pytest
 
 from kubernaut.api.v1alpha1 import RemediationRequest
 from kubernaut.api.v1alpha1.remediationrequest import RemediationPhase
-from kubernaut.config import TimeoutsConfig
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import DecisionKind, RoutingDecision
 from kubernaut.domain.selection import SelectedWorkflow
@@ -17,7 +16,7 @@ T0 = datetime(2025, 12, 15, 10, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-DEFAULTS = TimeoutsConfig()
+DEFAULTS = rem.TimeoutPolicy()
 
 
 def make_rr(

@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
-from kubernaut.config import RoutingConfig
 from kubernaut.domain.routing import (
     BlockedAction,
     BlockedDecision,
     DecisionKind,
     LockHolder,
     RoutingDecision,
+    RoutingPolicy,
     RoutingStage,
     compute_target_backoff,
     decide_blocked,
@@ -24,7 +24,7 @@ T0 = datetime(2025, 12, 15, 10, 0, tzinfo=UTC)
 FP = "a" * 64
 OTHER_FP = "b" * 64
 TARGET = "prod/Deployment/api"
-NO_JITTER = RoutingConfig(backoff_jitter_percent=0)
+NO_JITTER = RoutingPolicy(backoff_jitter_percent=0)
 US = timedelta(microseconds=1)
 
 
@@ -127,7 +127,7 @@ def route(
     wfes: Sequence[WorkflowExecution] = (),
     lock: LockHolder | None = None,
     now: datetime = T0,
-    config: RoutingConfig = NO_JITTER,
+    config: RoutingPolicy = NO_JITTER,
 ) -> RoutingDecision:
     return decide_routing(
         rr if rr is not None else make_rr(),
@@ -217,7 +217,7 @@ def test_consecutive_failure_walk(history: list[tuple[str, str | None]], count: 
         )
         for i, (phase, failure_phase) in enumerate(history)
     ]
-    decision = route(rrs=list(reversed(rrs)), config=RoutingConfig(backoff_jitter_percent=0))
+    decision = route(rrs=list(reversed(rrs)), config=RoutingPolicy(backoff_jitter_percent=0))
     if count is None:
         assert decision.reason != "ConsecutiveFailures"
     else:
@@ -237,7 +237,7 @@ def test_completion_falls_back_to_creation_time() -> None:
 
 def test_threshold_and_cooldown_are_configurable() -> None:
     rrs = [failed_rr("f1", 20), failed_rr("f2", 10)]
-    config = RoutingConfig(
+    config = RoutingPolicy(
         consecutive_failure_threshold=2, consecutive_failure_cooldown=timedelta(minutes=15), backoff_jitter_percent=0
     )
     decision = route(rrs=rrs, config=config)
@@ -439,7 +439,7 @@ def test_latest_success_decides() -> None:
 
 def test_zero_cooldown_never_blocks() -> None:
     wfe = make_wfe("we-done", phase="Completed", completed=T0)
-    config = RoutingConfig(recently_remediated_cooldown=timedelta(0), backoff_jitter_percent=0)
+    config = RoutingPolicy(recently_remediated_cooldown=timedelta(0), backoff_jitter_percent=0)
     assert route(wfes=[wfe], config=config).kind == DecisionKind.PROCEED
 
 
@@ -528,7 +528,7 @@ def test_compute_target_backoff_follows_the_backoff_series() -> None:
 
 
 def test_jittered_backoff_is_stable_and_within_ten_percent() -> None:
-    config = RoutingConfig(backoff_jitter_percent=10)
+    config = RoutingPolicy(backoff_jitter_percent=10)
     wfes = [pre_exec_failure("we-f1", T0 - timedelta(seconds=200)), pre_exec_failure("we-f2", T0)]
     n, gate = compute_target_backoff(wfes, TARGET, T0, config)
     assert n == 2

@@ -191,14 +191,15 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 same_target=everything,
                 lock=None,
                 now=NOW,
-                config=settings.routing,
+                config=settings.routing.policy(),
             )
             assert ro._route(rr, workflow_id=workflow_id, stage=stage) == expected, (workflow_id, stage)
     pruned_rrs = ro._same_fingerprint(rr)
     assert rem.decide_exhausted_retries_notice(rr, pruned_rrs) == rem.decide_exhausted_retries_notice(rr, everyone)
     assert compute_consecutive_failures(rr, pruned_rrs) == compute_consecutive_failures(rr, everyone)
-    assert compute_target_backoff(ro._executions_on(target), target, NOW, settings.routing) == compute_target_backoff(
-        everything, target, NOW, settings.routing
+    policy = settings.routing.policy()
+    assert compute_target_backoff(ro._executions_on(target), target, NOW, policy) == compute_target_backoff(
+        everything, target, NOW, policy
     )
 
 

@@ -8,13 +8,13 @@ from hypothesis import strategies as st
 
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
 from kubernaut.api.v1alpha1.remediationrequest import BlockReason, RemediationPhase
-from kubernaut.config import RoutingConfig
 from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
     LockHolder,
     RoutingDecision,
+    RoutingPolicy,
     RoutingStage,
     decide_blocked,
     decide_routing,
@@ -40,7 +40,7 @@ class World:
     now: datetime
     stage: RoutingStage
     workflow_id: str
-    config: RoutingConfig
+    config: RoutingPolicy
 
 
 @st.composite
@@ -108,7 +108,7 @@ def worlds(draw: st.DrawFn) -> World:
     )
     if quiet:
         lock = None
-    config = RoutingConfig(
+    config = RoutingPolicy(
         consecutive_failure_threshold=draw(st.integers(min_value=1, max_value=4)),
         consecutive_failure_cooldown=timedelta(minutes=draw(st.integers(min_value=1, max_value=120))),
         recently_remediated_cooldown=timedelta(minutes=draw(st.integers(min_value=0, max_value=30) | st.just(15))),

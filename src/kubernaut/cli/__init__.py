@@ -95,7 +95,7 @@ def dev_up(
     Runs until Ctrl-C (SIGINT) or SIGTERM, then stops everything."""
     settings = _settings(config)
     _setup_logging(verbose)
-    from kubernaut.controllers.devup import run_dev_up
+    from kubernaut.devcluster.devup import run_dev_up
 
     try:
         asyncio.run(
@@ -173,8 +173,8 @@ def run(
     _setup_logging(verbose)
     from lightkube.core.exceptions import ConfigError as KubeConfigError
 
-    from kubernaut.controllers.leader import LeadershipLostError
     from kubernaut.controllers.manager import run_manager
+    from kubernaut.kube.leader import LeadershipLostError
 
     try:
         asyncio.run(run_manager(settings, kubeconfig=kubeconfig, controllers=names))

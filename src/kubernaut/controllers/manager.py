@@ -22,9 +22,9 @@ from lightkube import AsyncClient
 
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings
-from kubernaut.controllers.leader import RELEASE_SECONDS, LeaderElector, LeadershipLostError, build_identity
 from kubernaut.errors import ConfigError
 from kubernaut.kube.client import make_client
+from kubernaut.kube.leader import RELEASE_SECONDS, LeaderElector, LeadershipLostError, build_identity
 from kubernaut.kube.reflector import Deliver, Reflector
 from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result
 
@@ -301,9 +301,9 @@ async def run_manager(
     `gateway` among the controllers serves the Alertmanager intake; like the webhook it serves on
     every replica, leader or not."""
     from kubernaut.audit.factory import open_audit_sink
-    from kubernaut.controllers.webhook import AdmissionServer
     from kubernaut.gateway.server import GatewayServer
     from kubernaut.metrics import start_metrics_server
+    from kubernaut.webhook.server import AdmissionServer
 
     gateway = "gateway" in controllers
     controllers = tuple(name for name in controllers if name != "gateway")

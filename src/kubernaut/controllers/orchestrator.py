@@ -110,7 +110,8 @@ class Orchestrator:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
         self.settings = manager.settings
-        self.routing = manager.settings.routing
+        self.routing = manager.settings.routing.policy()
+        self.timeouts = manager.settings.timeouts.policy()
         self.audit = manager.audit
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
@@ -222,7 +223,7 @@ class Orchestrator:
             return Result.after(0)
         if rr.is_terminal:
             return await self._mirror_notification(rr)
-        timeout = rem.decide_timeout(rr, now, self.settings.timeouts)
+        timeout = rem.decide_timeout(rr, now, self.timeouts)
         if timeout is not None:
             return await self._time_out(rr, timeout)
         match phase:

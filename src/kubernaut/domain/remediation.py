@@ -25,7 +25,6 @@ from kubernaut.api.v1alpha1.remediationrequest import (
 from kubernaut.api.v1alpha1.remediationrequest import (
     SelectedWorkflow as SelectedWorkflowStatus,
 )
-from kubernaut.config import TimeoutsConfig
 from kubernaut.domain.audit_events import ORCHESTRATOR_ACTOR
 from kubernaut.domain.conditions import set_condition
 from kubernaut.domain.duration import format_go_duration, format_rfc3339, parse_go_duration
@@ -91,6 +90,16 @@ def build_analyzing_status(rr: RemediationRequest, now: datetime) -> Remediation
 
 
 @dataclass(frozen=True)
+class TimeoutPolicy:
+    """The default timeouts, overridden per request by `spec.timeoutConfig` (built from the
+    settings' `timeouts` section)."""
+
+    global_: timedelta = timedelta(hours=1)
+    analyzing: timedelta = timedelta(minutes=10)
+    executing: timedelta = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
 class TimeoutDecision:
     phase: str
     is_global: bool
@@ -112,7 +121,7 @@ def _override(value: str | None, default: timedelta) -> timedelta:
     return parsed if parsed > timedelta(0) else default
 
 
-def decide_timeout(rr: RemediationRequest, now: datetime, config: TimeoutsConfig) -> TimeoutDecision | None:
+def decide_timeout(rr: RemediationRequest, now: datetime, config: TimeoutPolicy) -> TimeoutDecision | None:
     """Global timeout first (strict `>`), then the Analyzing/Executing phase timeout."""
     status, overrides = rr.status, rr.spec.timeout_config
     phase = status.overall_phase

@@ -1,7 +1,7 @@
 """Routing: may a RemediationRequest get a WorkflowExecution now, and when does a block clear.
 
 Pure functions of the request, the listed requests and executions, the lock holder, `now` and
-the routing settings. Checks run in a fixed order and the first one that applies decides:
+the routing policy. Checks run in a fixed order and the first one that applies decides:
 
 1. ConsecutiveFailures   the signal's workflows failed `threshold` times in a row (time-based)
 2. DuplicateInProgress   an older request for the same signal is still active (event-based)
@@ -20,7 +20,6 @@ from enum import StrEnum
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
 from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES, BlockReason, RemediationPhase, SkipReason
 from kubernaut.api.v1alpha1.workflowexecution import FailureReason, WorkflowExecutionPhase
-from kubernaut.config import RoutingConfig
 from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.target import build_target_string
@@ -35,6 +34,19 @@ FAILURE_PHASE_DEDUPLICATED = "deduplicated"
 TIME_BASED_REASONS = frozenset(
     {BlockReason.CONSECUTIVE_FAILURES, BlockReason.RECENTLY_REMEDIATED, BlockReason.EXPONENTIAL_BACKOFF}
 )
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """The thresholds and cooldowns routing applies (built from the settings' `routing` section)."""
+
+    consecutive_failure_threshold: int = 3
+    consecutive_failure_cooldown: timedelta = timedelta(hours=1)
+    recently_remediated_cooldown: timedelta = timedelta(minutes=5)
+    backoff_base: timedelta = timedelta(minutes=1)
+    backoff_max: timedelta = timedelta(minutes=10)
+    backoff_jitter_percent: int = 10
+
 
 _TERMINAL_WFE = (WorkflowExecutionPhase.COMPLETED, WorkflowExecutionPhase.FAILED)
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -173,7 +185,7 @@ def compute_consecutive_failures(
 
 
 def _check_consecutive_failures(
-    rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest], now: datetime, config: RoutingConfig
+    rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest], now: datetime, config: RoutingPolicy
 ) -> RoutingDecision | None:
     count, newest = compute_consecutive_failures(rr, same_fingerprint)
     if count < config.consecutive_failure_threshold or newest is None:
@@ -286,7 +298,7 @@ def is_target_busy(rr: RemediationRequest, same_target: Sequence[WorkflowExecuti
 
 
 def _check_recently_remediated(
-    target: str, workflow_id: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingConfig
+    target: str, workflow_id: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingPolicy
 ) -> RoutingDecision | None:
     completed = [
         (completion, wfe)
@@ -316,7 +328,7 @@ def _check_recently_remediated(
 
 
 def compute_target_backoff(
-    same_target: Sequence[WorkflowExecution], target: str, now: datetime, config: RoutingConfig
+    same_target: Sequence[WorkflowExecution], target: str, now: datetime, config: RoutingPolicy
 ) -> tuple[int, datetime | None]:
     """(n, next allowed execution) for a target from its history alone.
 
@@ -358,7 +370,7 @@ def compute_target_backoff(
 
 
 def _check_backoff(
-    target: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingConfig
+    target: str, on_target: Sequence[WorkflowExecution], now: datetime, config: RoutingPolicy
 ) -> RoutingDecision | None:
     n, next_allowed = compute_target_backoff(on_target, target, now, config)
     if next_allowed is None or not now < next_allowed:
@@ -416,7 +428,7 @@ def decide_routing(
     same_target: Sequence[WorkflowExecution],
     lock: LockHolder | None,
     now: datetime,
-    config: RoutingConfig,
+    config: RoutingPolicy,
 ) -> RoutingDecision:
     """Run the routing checks in order; the first that applies decides, else PROCEED."""
     now = _utc(now)

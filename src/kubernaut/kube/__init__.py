@@ -1,1 +1,1 @@
-"""Kubernetes plumbing: creating clients, patching status, the informer cache and the work queue."""
+"""Kubernetes plumbing: creating clients, patching status, the informer cache, the work queue and the Lease elector."""

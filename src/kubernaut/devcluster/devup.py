@@ -15,12 +15,12 @@ from lightkube.resources.core_v1 import Namespace
 
 from kubernaut.audit.factory import check_audit_store, open_audit_sink
 from kubernaut.config import Settings
-from kubernaut.controllers.demo import NAMESPACE as DEMO_NAMESPACE
-from kubernaut.controllers.demo import run_story
 from kubernaut.controllers.manager import build_manager
-from kubernaut.controllers.webhook import start_dev_webhook
 from kubernaut.devcluster.controlplane import ControlPlane, write_endpoints
+from kubernaut.devcluster.demo import NAMESPACE as DEMO_NAMESPACE
+from kubernaut.devcluster.demo import run_story
 from kubernaut.devcluster.tekton_standin import TektonStandIn
+from kubernaut.devcluster.webhook import start_dev_webhook
 from kubernaut.gateway.server import GatewayServer
 from kubernaut.gateway.token import write_token_file
 from kubernaut.kube.client import apply_objects, install_crds, load_manifests, make_client
