@@ -180,3 +180,25 @@ async def test_without_a_bucket_the_client_is_not_limited(kubeconfig: Path) -> N
         await client.get(ConfigMap, "cm", namespace="ns")
     assert len(sent) == 3
     assert client._client._client.event_hooks["request"] == []
+
+
+async def test_the_operators_client_is_limited_by_the_client_settings(kubeconfig: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from kubernaut.audit.memory import MemoryAuditSink
+    from kubernaut.config import parse_settings
+    from kubernaut.controllers.manager import build_manager
+
+    settings = parse_settings({"audit": {"url": "memory://"}, "client": {"qps": 5, "burst": 1}})
+    manager = build_manager(settings, kubeconfig=kubeconfig, controllers=(), audit=MemoryAuditSink())
+    http = manager.client._client._client
+    assert len(http.event_hooks["request"]) == 1
+    http._transport = httpx2.MockTransport(_answer)
+
+    def throttled() -> float:
+        return REGISTRY.get_sample_value("kubernaut_client_throttled_requests_total") or 0.0
+
+    before = throttled()
+    for _ in range(3):  # one at once, then two more 0.2 s apart
+        await manager.client.get(ConfigMap, "cm", namespace="ns")
+    assert throttled() - before == 2

@@ -76,7 +76,7 @@ def limit_requests(client: AsyncClient, bucket: TokenBucket) -> None:
     http = client._client._client  # the httpx client under lightkube's
 
     async def take_token(request: Any) -> None:
-        if request.url.path.startswith(_EXEMPT_PATH):
+        if _EXEMPT_PATH in request.url.path:  # also behind a proxy that prefixes the path
             return
         waited = await bucket.acquire()
         if waited > 0:
