@@ -177,6 +177,10 @@ class ManagerConfig(Section):
     shutdown_grace_period: Duration = Field(
         default=timedelta(seconds=25), description="After SIGTERM the process exits within this, whatever happens."
     )
+    resync_period: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Every object that is not finished is reconciled again at least this often, events or not.",
+    )
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
     admission_webhook: AdmissionWebhookConfig = AdmissionWebhookConfig()
 
@@ -185,11 +189,33 @@ class ManagerConfig(Section):
     def _address(cls, value: str) -> str:
         return _listen_address(value) if value else value
 
-    @field_validator("shutdown_grace_period")
+    @field_validator("shutdown_grace_period", "resync_period")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be greater than 0")
+        return value
+
+
+class ClientConfig(Section):
+    """The API client of `kubernaut run`: a token bucket in front of every request it sends.
+
+    client-go's defaults (QPS 5 / burst 10 for a rest.Config, 20 / 30 in controller-runtime) are
+    sized for a controller's trickle. Here one process runs up to three controllers with 32 workers
+    each, and a remediation costs about 12 requests: the orchestrator and executor in one process
+    reach some 155 requests a second on the benchmark (docs/performance.md, 12.5 remediations/s), so
+    a limit of 50 would become the system's bottleneck. 200 a second stays above that and still
+    bounds a runaway loop; a burst of 400 (two seconds' worth) lets a start's LISTs and watches and
+    a storm of alerts go out at once. API Priority and Fairness still applies on the server."""
+
+    qps: float = Field(default=200.0, gt=0, allow_inf_nan=False, description="Sustained requests a second.")
+    burst: int = Field(default=400, ge=1, description="Requests allowed at once above the sustained rate.")
+
+    @field_validator("qps", "burst", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a positive number")
         return value
 
 
@@ -346,6 +372,7 @@ class NotificationsConfig(Section):
 
 class Settings(Section):
     manager: ManagerConfig = ManagerConfig()
+    client: ClientConfig = ClientConfig()
     execution: ExecutionConfig = ExecutionConfig()
     routing: RoutingConfig = RoutingConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()

@@ -15,6 +15,14 @@ RECONCILE_CONFLICTS = Counter(
     ["controller"],
 )
 
+# The API client
+CLIENT_THROTTLED_REQUESTS = Counter(
+    "kubernaut_client_throttled_requests_total", "API requests that waited for the client-side rate limiter."
+)
+CLIENT_THROTTLE_SECONDS = Counter(
+    "kubernaut_client_throttle_seconds_total", "Seconds API requests waited for the client-side rate limiter."
+)
+
 # Executor
 WE_RECONCILER_TOTAL = Counter(
     "workflowexecution_reconciler_total", "Terminal WorkflowExecution transitions.", ["outcome"]

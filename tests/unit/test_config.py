@@ -17,6 +17,8 @@ def test_defaults() -> None:
     assert settings.timeouts.global_ == timedelta(hours=1)
     assert settings.routing.policy() == RoutingPolicy()
     assert settings.timeouts.policy() == TimeoutPolicy()
+    assert settings.manager.resync_period == timedelta(seconds=30)
+    assert (settings.client.qps, settings.client.burst) == (200, 400)
 
 
 def test_every_documented_key(tmp_path: Path) -> None:
@@ -27,6 +29,8 @@ def test_every_documented_key(tmp_path: Path) -> None:
         " recentlyRemediatedCooldown: 1m, backoffBase: 10s, backoffMax: 1m, backoffJitterPercent: 0}\n"
         "timeouts: {global: 2h, analyzing: 1m, executing: 1h30m}\n"
         "audit: {url: 'sqlite:///tmp/a.db'}\n"
+        "manager: {resyncPeriod: 1m30s}\n"
+        "client: {qps: 12.5, burst: 20}\n"
     )
     settings = load_settings(path)
     assert settings.execution.cooldown == timedelta(seconds=90)
@@ -36,6 +40,8 @@ def test_every_documented_key(tmp_path: Path) -> None:
     assert settings.timeouts.policy() == TimeoutPolicy(
         global_=timedelta(hours=2), analyzing=timedelta(minutes=1), executing=timedelta(minutes=90)
     )
+    assert settings.manager.resync_period == timedelta(seconds=90)
+    assert (settings.client.qps, settings.client.burst) == (12.5, 20)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +52,19 @@ def test_every_documented_key(tmp_path: Path) -> None:
         ({"nonsense": 1}, "unknown configuration key 'nonsense'"),
         ({"routing": {"backoffBase": "0s"}}, "'routing.backoffBase'"),
         ({"audit": {"url": "mysql://x"}}, "'audit.url'"),
+        ({"manager": {"resyncPeriod": "0s"}}, "'manager.resyncPeriod'"),
+        ({"manager": {"resyncPeriod": "-5s"}}, "'manager.resyncPeriod'"),
+        ({"manager": {"resyncPeriod": "soon"}}, "'manager.resyncPeriod'"),
+        ({"client": {"qps": 0}}, "'client.qps'"),
+        ({"client": {"qps": -1}}, "'client.qps'"),
+        ({"client": {"qps": ".inf"}}, "'client.qps'"),
+        ({"client": {"qps": float("inf")}}, "'client.qps'"),
+        ({"client": {"qps": True}}, "'client.qps'"),
+        ({"client": {"qps": "fast"}}, "'client.qps'"),
+        ({"client": {"burst": 0}}, "'client.burst'"),
+        ({"client": {"burst": 1.5}}, "'client.burst'"),
+        ({"client": {"burst": False}}, "'client.burst'"),
+        ({"client": {"qpps": 5}}, "unknown configuration key 'client.qpps'"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], message: str) -> None:
@@ -58,3 +77,23 @@ def test_not_a_mapping(tmp_path: Path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("client: {qps: 0}\n", "client.qps"),
+        ("client: {burst: -1}\n", "client.burst"),
+        ("manager: {resyncPeriod: 0s}\n", "manager.resyncPeriod"),
+    ],
+)
+def test_a_bad_value_stops_kubernaut_run_with_exit_2_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    from typer.testing import CliRunner
+
+    from kubernaut.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"'{key}'" in result.output

@@ -225,3 +225,98 @@ async def test_the_timer_ends_on_cancellation_and_keeps_what_waits(racing_wakeup
     timer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await timer
+
+
+async def test_an_unfinished_key_is_resynced_within_the_period_whatever_its_result() -> None:
+    clock = FakeClock()
+    passes: list[float] = []
+    results = [Result.done(), Result.after(100), Result.after(5), Result.done()]
+
+    async def reconcile(key: str) -> Result:
+        passes.append(clock())
+        return results.pop(0)
+
+    controller = Controller("c", reconcile, workers=1, clock=clock, finished=lambda _key: False, resync_period=30)
+    stop = asyncio.Event()
+    running = asyncio.create_task(controller.run(stop))
+    try:
+        controller.enqueue("a")
+        await settle()
+        waits = []
+        while results:
+            wait = controller.queue.release_due()
+            assert wait is not None  # an unfinished key always has its next pass scheduled
+            waits.append(wait)
+            clock.advance(wait)
+            controller.queue.release_due()
+            await settle()
+        assert waits == [30, 30, 5]  # done: the period; 100 s asked: the period wins; 5 s asked: 5 s wins
+        assert len(passes) == 4
+        assert len(controller.queue) == 1  # and after the last pass too
+    finally:
+        stop.set()
+        await running
+
+
+async def test_a_finished_key_is_not_resynced() -> None:
+    clock = FakeClock()
+    finished = {"done": True, "open": False}
+    passes: list[str] = []
+
+    async def reconcile(key: str) -> Result:
+        passes.append(key)
+        return Result.done()
+
+    controller = Controller("c", reconcile, workers=1, clock=clock, finished=finished.__getitem__, resync_period=30)
+    stop = asyncio.Event()
+    running = asyncio.create_task(controller.run(stop))
+    try:
+        controller.enqueue("done")
+        controller.enqueue("open")
+        await settle()
+        assert sorted(passes) == ["done", "open"]
+        assert controller.queue._deadlines.keys() == {"open"}
+        clock.advance(3600)
+        controller.queue.release_due()
+        await settle()
+        assert passes.count("done") == 1
+        assert passes.count("open") == 2
+    finally:
+        stop.set()
+        await running
+
+
+def test_a_finished_key_keeps_only_the_pass_it_asked_for() -> None:
+    controller = Controller("c", _never, finished=lambda _key: True, resync_period=30)
+    assert controller.next_pass("a", Result.done()) is None
+    assert controller.next_pass("a", Result.after(300)) == 300  # a cooldown's own wake-up, not the period
+
+
+def test_without_a_finished_predicate_nothing_is_resynced() -> None:
+    controller = Controller("c", _never, resync_period=30)
+    assert controller.next_pass("a", Result.done()) is None
+    assert controller.next_pass("a", Result.after(60)) == 60
+
+
+async def test_a_failed_pass_is_retried_by_its_back_off_not_the_period() -> None:
+    clock = FakeClock()
+
+    async def reconcile(key: str) -> Result:
+        raise RuntimeError("boom")
+
+    controller = Controller(
+        "c", reconcile, workers=1, clock=clock, base_delay=1.0, finished=lambda _key: False, resync_period=0.5
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(controller.run(stop))
+    try:
+        controller.enqueue("a")
+        await settle()
+        assert controller.queue.release_due() == 1.0
+    finally:
+        stop.set()
+        await running
+
+
+async def _never(key: str) -> Result:  # pragma: no cover - never reconciled
+    raise AssertionError(key)

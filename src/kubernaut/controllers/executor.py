@@ -39,6 +39,7 @@ RUNNING_RESYNC_SECONDS = 10.0
 WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
 
 Phase = WorkflowExecutionPhase
+_FINAL_PHASES = frozenset((Phase.COMPLETED.value, Phase.FAILED.value))
 
 
 class Executor:
@@ -51,7 +52,9 @@ class Executor:
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.events = EventRecorder(manager.client, EXECUTOR_ACTOR)
-        self.controller = manager.add_controller(Controller("executor", self.reconcile, workers=WORKERS))
+        self.controller = manager.add_controller(
+            Controller("executor", self.reconcile, workers=WORKERS, finished=self.finished)
+        )
         manager.on_event(WFE_KIND, lambda _t, body, _o: self.controller.enqueue(object_key(body)))
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
 
@@ -62,6 +65,17 @@ class Executor:
         namespace, name = parse_owner(body)
         if namespace and name:
             self.controller.enqueue(f"{namespace}/{name}")
+
+    def finished(self, key: str) -> bool:
+        """Gone, or Completed or Failed: its cooldown asks for its own pass (`Result.after`), block
+        clearance comes with an annotation event. Being deleted, it is finished once our finalizer is off."""
+        body = self.wfes.get(key)
+        if body is None:
+            return True
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return ex.FINALIZER not in (meta.get("finalizers") or [])
+        return (body.get("status") or {}).get("phase") in _FINAL_PHASES
 
     # -- reconcile ---------------------------------------------------------------------------------
 
@@ -95,7 +109,7 @@ class Executor:
                 return await self._running(wfe)
             case Phase.COMPLETED | Phase.FAILED:
                 return await self._terminal(wfe)
-        return Result.after(30)  # pragma: no cover - the CRD enum admits no other phase
+        return Result.done()  # pragma: no cover - the CRD enum admits no other phase
 
     async def _pending(self, wfe: WorkflowExecution) -> Result:
         now = self.clock()

@@ -25,6 +25,7 @@ from kubernaut.config import Settings
 from kubernaut.errors import ConfigError
 from kubernaut.kube.client import make_client
 from kubernaut.kube.leader import RELEASE_SECONDS, LeaderElector, LeadershipLostError, build_identity
+from kubernaut.kube.ratelimit import TokenBucket
 from kubernaut.kube.reflector import Deliver, Reflector
 from kubernaut.kube.runtime import Body, Cache, Controller, IndexFn, Reconciler, Result
 
@@ -130,7 +131,11 @@ class Manager:
         self.cache(kind).listen(handler)
 
     def add_controller(self, controller: Controller) -> Controller:
+        """Register a controller; one that says which objects are `finished` resyncs the others every
+        `manager.resyncPeriod` (unless it set a period of its own)."""
         controller.reconcile = self.in_flight.guard(controller.reconcile)
+        if controller.resync_period is None:
+            controller.resync_period = self.settings.manager.resync_period.total_seconds()
         self.controllers.append(controller)
         return controller
 
@@ -257,7 +262,8 @@ def build_manager(
     audit: AuditSink,
     clock: Clock = utc_now,
 ) -> Manager:
-    manager = Manager(client=make_client(kubeconfig), settings=settings, audit=audit, clock=clock)
+    bucket = TokenBucket(settings.client.qps, settings.client.burst)
+    manager = Manager(client=make_client(kubeconfig, rate_limit=bucket), settings=settings, audit=audit, clock=clock)
     for name in controllers:
         try:
             module = importlib.import_module(f"kubernaut.controllers.{name}")

@@ -81,7 +81,7 @@ class Notifier:
         self.channels: dict[str, Channel] = build_channels(config, manager.client, self._http)
         self.configured = frozenset(self.channels)
         self.cache = manager.cache(NR_KIND)
-        self.controller = manager.add_controller(Controller("notifier", self.reconcile))
+        self.controller = manager.add_controller(Controller("notifier", self.reconcile, finished=self.finished))
         manager.on_event(NR_KIND, self._on_event)
         manager.add_task(self._close_session_on_stop)
 
@@ -103,6 +103,13 @@ class Notifier:
         phase = (body.get("status") or {}).get("phase")
         if phase not in FINAL_PHASES:
             self.controller.enqueue(object_key(body))
+
+    def finished(self, key: str) -> bool:
+        """Gone, being deleted, or Sent, PartiallySent or Failed: nothing more is sent."""
+        body = self.cache.get(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return True
+        return (body.get("status") or {}).get("phase") in FINAL_PHASES
 
     async def reconcile(self, key: str) -> Result:
         body = self.cache.get(key)

@@ -84,7 +84,6 @@ from kubernaut.metrics import (
 log = logging.getLogger(__name__)
 
 Phase = RemediationPhase
-SAFETY_RESYNC = timedelta(seconds=60)
 WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
 WRITE_ATTEMPTS = 10  # status writes on conflict, while the request is still at the decided transition
 CREATION_RETRY = timedelta(seconds=5)
@@ -138,7 +137,9 @@ class Orchestrator:
         self.notifications = manager.cache(NR_KIND)
         # One routing decision per target at a time (see _analyze); a lock lives while someone holds it.
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.controller = manager.add_controller(Controller("orchestrator", self.reconcile, workers=WORKERS))
+        self.controller = manager.add_controller(
+            Controller("orchestrator", self.reconcile, workers=WORKERS, finished=self.finished)
+        )
         manager.on_event(RR_KIND, self._on_request)
         manager.on_event(WFE_KIND, self._on_execution)
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
@@ -184,6 +185,14 @@ class Orchestrator:
         for owner in meta.get("ownerReferences") or []:
             if owner.get("kind") == "RemediationRequest":
                 self.controller.enqueue(f"{meta.get('namespace', '')}/{owner.get('name')}")
+
+    def finished(self, key: str) -> bool:
+        """Nothing is left to do for a request that is gone, being deleted or terminal; every other one
+        is resynced (a terminal one's notification mirror is woken by its NotificationRequest)."""
+        body = self.rrs.get(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return True
+        return (body.get("status") or {}).get("overallPhase") in _TERMINAL_RR
 
     # -- reconcile -------------------------------------------------------------------------------
 
@@ -304,7 +313,7 @@ class Orchestrator:
         status = rem.build_executing_status(rr, manifest["metadata"]["name"], selected, now)
         RO_CHILD_CREATIONS.labels(child_type="WorkflowExecution", namespace=rr.metadata.namespace).inc()
         await self._transitioned(rr, status, Phase.ANALYZING, now)
-        return Result.after(SAFETY_RESYNC.total_seconds())
+        return Result.done()  # the execution's events wake it; the resync period bounds the wait
 
     async def _executing(self, rr: RemediationRequest) -> Result:
         now = self.clock()
@@ -327,7 +336,7 @@ class Orchestrator:
             await self._finish(rr, rem.build_completed_status(rr, now), now, Phase.EXECUTING)
             return Result.done()
         if wfe.phase != WorkflowExecutionPhase.FAILED:
-            return Result.after(SAFETY_RESYNC.total_seconds())
+            return Result.done()  # the execution's events wake it; the resync period bounds the wait
         details = wfe.status.failure_details
         was_execution = bool(details and details.was_execution_failure)
         target = build_rr_target(rr)

@@ -13,18 +13,24 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 
 from kubernaut.kube.credentials import resolve_exec
+from kubernaut.kube.ratelimit import TokenBucket, limit_requests
 
 FIELD_MANAGER = "kubernaut"
 
 
-def make_client(kubeconfig: Path | None = None, *, timeout: float = 30.0) -> AsyncClient:
+def make_client(
+    kubeconfig: Path | None = None, *, timeout: float = 30.0, rate_limit: TokenBucket | None = None
+) -> AsyncClient:
     """An async client for the given kubeconfig, or the usual kubeconfig / in-cluster resolution
-    (lightkube's: certificates, tokens, token files, in-cluster), with exec plugins run by us."""
+    (lightkube's: certificates, tokens, token files, in-cluster), with exec plugins run by us.
+    With `rate_limit`, every request it sends takes a token of that bucket first."""
     config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
     config, token_auth = resolve_exec(config)
     client = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
     if token_auth is not None:
         client._client._client.auth = token_auth  # the httpx client under lightkube's
+    if rate_limit is not None:
+        limit_requests(client, rate_limit)
     return client
 
 

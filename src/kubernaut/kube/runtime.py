@@ -335,9 +335,18 @@ class WorkQueue:
                     await self._wakeup.wait()
 
 
+Finished = Callable[[str], bool]
+"""Whether the object of a key needs no more passes (gone, or in a final phase)."""
+
+
 @dataclass
 class Controller:
-    """Reconciles keys from its queue with `workers` concurrent workers."""
+    """Reconciles keys from its queue with `workers` concurrent workers.
+
+    With `resync_period` and `finished`, a pass that returns for a key whose object is not finished
+    requeues it no later than `resync_period` (an earlier `Result.after` wins): every unfinished
+    object is looked at again, whatever events arrive or get lost. A failed pass is retried by its
+    back-off instead (capped at `max_delay`)."""
 
     name: str
     reconcile: Reconciler
@@ -346,6 +355,8 @@ class Controller:
     base_delay: float = 0.05
     max_delay: float = 30.0
     clock: Clock = time.monotonic
+    finished: Finished | None = None
+    resync_period: float | None = None
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.name, clock=self.clock, base_delay=self.base_delay, max_delay=self.max_delay)
@@ -389,8 +400,16 @@ class Controller:
                 continue
             self.queue.forget(key)
             self.queue.done(key)
-            if result.requeue_after is not None:
-                self.queue.add_after(key, result.requeue_after)
+            after = self.next_pass(key, result)
+            if after is not None:
+                self.queue.add_after(key, after)
+
+    def next_pass(self, key: str, result: Result) -> float | None:
+        """Seconds until the key's next pass after one that returned `result` (None: only on an event)."""
+        delay = result.requeue_after
+        if self.resync_period is None or self.finished is None or self.finished(key):
+            return delay
+        return self.resync_period if delay is None else min(delay, self.resync_period)
 
 
 def _is_conflict(exc: Exception) -> bool:
