@@ -2,16 +2,14 @@
 own (a request created after the restart completes) and nothing runs twice or goes unaudited."""
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.controlplane import ControlPlane
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import RemediationRequestResource
 from tests.faults.conftest import Scale
 from tests.faults.support import (
@@ -27,6 +25,7 @@ from tests.faults.support import (
     write_operator_config,
 )
 from tests.integration.harness import create_namespace, eventually
+from tests.integration.orchestrator_support import standin
 from tests.integration.rr import rr_manifest, rr_status
 
 pytestmark = pytest.mark.usefixtures("clean_cluster")
@@ -54,7 +53,7 @@ async def run_through_restart(
     started = time.monotonic()
     try:
         # One stand-in throughout: like Tekton's controller, it carries its runs on across the restart.
-        async with background(ledger), tekton(kube, exec_ns):
+        async with background(ledger), standin(kube, exec_ns):
             operator.start(config)
             await operator.wait_ready()
             per_round = scale.batch_remediations // restarts
@@ -89,18 +88,6 @@ async def run_through_restart(
         return verdict.figures
     finally:
         operator.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def tekton(kube: AsyncClient, namespace: str) -> AsyncIterator[None]:
-    """The Tekton stand-in, for the duration of the block."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(TektonStandIn(kube, namespace).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def _create(kube: AsyncClient, manifest: dict[str, object]) -> bool:

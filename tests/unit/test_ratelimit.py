@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import yaml
 from lightkube import AsyncClient
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap
@@ -87,24 +86,6 @@ def test_a_bucket_needs_positive_qps_and_burst(qps: float, burst: int) -> None:
 
 
 # -- the operator's client -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def kubeconfig(tmp_path: Path) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 def _configmap(name: str) -> dict[str, object]:

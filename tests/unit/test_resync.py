@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.config import parse_settings
@@ -18,23 +17,10 @@ from kubernaut.kube.runtime import Controller, Result
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Manager:
+def manager(kubeconfig: Path) -> Manager:
     """A client that is never used: only the controllers' view of their caches is asked here."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
     settings = parse_settings({"audit": {"url": "memory://"}, "manager": {"resyncPeriod": "45s"}})
-    return Manager(client=make_client(path), settings=settings, audit=MemoryAuditSink())
+    return Manager(client=make_client(kubeconfig), settings=settings, audit=MemoryAuditSink())
 
 
 def body(kind: str, name: str, status: dict[str, Any], **meta: Any) -> dict[str, Any]:

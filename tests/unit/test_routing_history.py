@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kubernaut.api.v1alpha1.remediationrequest import RemediationRequest
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
@@ -42,25 +41,6 @@ WORKFLOWS = ["restart", "scale"]
 
 def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@pytest.fixture
-def kubeconfig(tmp_path: Path) -> Path:
-    """A client that is never used: the orchestrator is only asked routing questions here."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 def build_rr(name: str, created: datetime, status: dict[str, Any], version: int) -> dict[str, Any]:
