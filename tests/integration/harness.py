@@ -173,6 +173,9 @@ async def running(
         settings, kubeconfig=kubeconfig, controllers=controllers, audit=audit or MemoryAuditSink(), clock=clock
     )
     manager.namespaces = tuple(TEST_NAMESPACES if namespaces is None else namespaces)
+    # Leaving the block stops gracefully, as `kubernaut run` does: a pass that has written a status
+    # also counts its metrics before the workers stop.
+    manager.drain_timeout = 10.0
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(manager.run(stop, ready))
     waiter = asyncio.ensure_future(ready.wait())
@@ -186,6 +189,17 @@ async def running(
         waiter.cancel()
         await asyncio.wait_for(task, 30)
         await manager.client.close()
+
+
+async def settled(manager: Manager, *, timeout: float = 10.0) -> None:
+    """Wait until no controller of `manager` has a pass ready or running. A pass counts its metrics
+    after its status write, so a test that has seen the status calls this before reading them."""
+
+    async def quiet() -> bool:
+        return not any(c.queue.busy() for c in manager.controllers)
+
+    names = [c.name for c in manager.controllers]
+    await eventually(quiet, timeout=timeout, what=f"no pass ready or running in {names}")
 
 
 async def events_for(client: AsyncClient, namespace: str, name: str) -> list[tuple[str, str, str]]:

@@ -19,6 +19,7 @@ from tests.integration.harness import (
     get_or_none,
     running,
     settings_for,
+    settled,
 )
 
 
@@ -70,7 +71,7 @@ async def test_happy_path_creates_lock_mirrors_completion_and_releases(
     creations = metric("workflowexecution_reconciler_pipelinerun_creations_total")
     completed = metric("workflowexecution_reconciler_total", {"outcome": "Completed"})
     clock = OffsetClock()
-    async with running(kubeconfig, settings, ("executor",), audit=audit, clock=clock):
+    async with running(kubeconfig, settings, ("executor",), audit=audit, clock=clock) as manager:
         await kube.create(
             WorkflowExecutionResource(
                 wfe_manifest(
@@ -174,6 +175,7 @@ async def test_happy_path_creates_lock_mirrors_completion_and_releases(
         assert condition(status, "TektonPipelineComplete")["reason"] == "PipelineSucceeded"
         assert condition(status, "TektonPipelineRunning")["status"] == "True"
         assert len(audit.of_type("workflow.completed", "wfe-a")) == 1
+        await settled(manager)
         assert metric("workflowexecution_reconciler_total", {"outcome": "Completed"}) == completed + 1
 
         # The completion lies further back than the cooldown: the lock goes at once.
@@ -181,5 +183,6 @@ async def test_happy_path_creates_lock_mirrors_completion_and_releases(
             return await get_or_none(kube, PipelineRunResource, lock, exec_ns) is None
 
         await eventually(released, what="lock released")
+        await settled(manager)  # the LockReleased Event follows the delete
         reasons = {reason for _, reason, _ in await events_for(kube, namespace, "wfe-a")}
         assert {"PipelineRunCreated", "WorkflowCompleted", "LockReleased"} <= reasons

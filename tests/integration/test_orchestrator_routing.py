@@ -14,7 +14,15 @@ from lightkube import AsyncClient
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
-from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    OffsetClock,
+    create_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+    settled,
+)
 from tests.integration.orchestrator_support import (
     RO,
     blocked_total,
@@ -121,7 +129,7 @@ async def test_duplicate_is_blocked_then_takes_the_original_outcome(
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
-    async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit):
+    async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit) as manager:
         await create_rr(kube, rr_manifest("rr-1", namespace, target=target, fp=fp))
         await wait_phase(kube, "rr-1", namespace, "Executing")
         await create_rr(kube, rr_manifest("rr-2", namespace, target=target, fp=fp))
@@ -135,6 +143,7 @@ async def test_duplicate_is_blocked_then_takes_the_original_outcome(
         data = assert_block_audited(audit, "rr-2", reason="DuplicateInProgress", from_phase="Pending", target=canonical)
         assert data["duplicate_of"] == "rr-1"
         assert data["requeue_after_seconds"] == 30
+        await settled(manager)
         assert blocked_total(namespace, "DuplicateInProgress") == 1
         assert duplicates_skipped(namespace) == 1
         assert transitions(namespace, "Pending", "Blocked") == 1
@@ -158,6 +167,7 @@ async def test_duplicate_is_blocked_then_takes_the_original_outcome(
         assert completed["event_outcome"] == "success"
         assert completed["outcome"] == "Remediated"
         assert completed["rr_name"] == "rr-2"
+        await settled(manager)
         assert transitions(namespace, "Blocked", "Completed") == 1
 
 
@@ -367,7 +377,7 @@ async def test_running_execution_blocks_until_it_ends(kube: AsyncClient, kubecon
     canonical = f"{namespace}/Deployment/api"
     await create_wfe(kube, wfe_body("we-x", namespace, canonical), {"phase": "Running", "startTime": rfc3339(clock())})
     settings = settings_for(exec_ns, routing={"recentlyRemediatedCooldown": "0s"})
-    async with running(kubeconfig, settings, ("orchestrator",), audit=audit, clock=clock):
+    async with running(kubeconfig, settings, ("orchestrator",), audit=audit, clock=clock) as manager:
         await create_rr(kube, rr_manifest("rr-y", namespace, target=target))
         status = await wait_phase(kube, "rr-y", namespace, "Blocked")
         assert status["blockReason"] == "ResourceBusy"
@@ -376,6 +386,7 @@ async def test_running_execution_blocks_until_it_ends(kube: AsyncClient, kubecon
         assert "blockedUntil" not in status
         data = assert_block_audited(audit, "rr-y", reason="ResourceBusy", from_phase="Pending", target=canonical)
         assert data["blocking_wfe"] == "we-x"
+        await settled(manager)
         assert blocked_total(namespace, "ResourceBusy") == 1
         assert await get_or_none(kube, WorkflowExecutionResource, "we-rr-y", namespace) is None
 

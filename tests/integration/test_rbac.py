@@ -218,8 +218,12 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
             await create_rr(cluster, "rr-ok", namespace, "web", SUCCEED)
             done = await wait_phase(cluster, "rr-ok", namespace, "Completed", "Failed")
             assert done["overallPhase"] == "Completed", done
-            reasons = {reason for _, reason, _ in await events_for(cluster.admin, namespace, "we-rr-ok")}
-            assert {"PipelineRunCreated", "WorkflowCompleted"} <= reasons
+
+            async def reported() -> bool:  # Events follow the status writes they describe
+                reasons = {reason for _, reason, _ in await events_for(cluster.admin, namespace, "we-rr-ok")}
+                return {"PipelineRunCreated", "WorkflowCompleted"} <= reasons
+
+            await eventually(reported, what="the PipelineRunCreated and WorkflowCompleted Events of we-rr-ok")
 
             # Blocked while the target is busy, then runs by itself once the lock is released.
             await create_rr(cluster, "rr-busy-1", namespace, "api", SLOW)

@@ -103,6 +103,20 @@ async def test_adds_while_processing_coalesce_into_one_more_pass() -> None:
     assert len(queue) == 0
 
 
+async def test_busy_while_a_key_is_ready_or_processed_not_while_it_waits() -> None:
+    clock = FakeClock()
+    queue = WorkQueue("q", clock=clock)
+    queue.add_after("a", 5)
+    assert not queue.busy()
+    clock.advance(5)
+    queue.release_due()
+    assert queue.busy()
+    assert await queue.get() == "a"
+    assert queue.busy()
+    queue.done("a")
+    assert not queue.busy()
+
+
 async def test_an_add_of_a_queued_key_is_dropped() -> None:
     queue = WorkQueue("q", clock=FakeClock())
     queue.add("a")

@@ -308,6 +308,10 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued) + len(self._deadlines)
 
+    def busy(self) -> bool:
+        """Whether a key is ready or being processed (keys waiting for a deadline do not count)."""
+        return bool(self._queued or self._processing)
+
     def release_due(self) -> float | None:
         """Move the keys whose deadline has passed to the ready queue; returns the seconds until the
         next deadline (None: nothing waits)."""
