@@ -28,10 +28,9 @@ async def settle() -> None:
 
 
 def ready(queue: WorkQueue) -> list[str]:
+    """The ready keys in the order workers would get them (taken without processing them)."""
     keys = []
-    while not queue._ready.empty():
-        key = queue._ready.get_nowait()
-        queue._queued.discard(key)
+    while (key := queue._take()) is not None:
         keys.append(key)
     return keys
 
@@ -115,6 +114,80 @@ async def test_busy_while_a_key_is_ready_or_processed_not_while_it_waits() -> No
     assert queue.busy()
     queue.done("a")
     assert not queue.busy()
+
+
+async def test_background_keys_wait_behind_every_urgent_one() -> None:
+    queue = WorkQueue("q", clock=FakeClock())
+    for key in ("old-1", "old-2", "old-3"):
+        queue.add(key, background=True)
+    queue.add("new")
+    queue.add("old-2")  # asked for normally: moves up
+    queue.add("old-1", background=True)  # already waiting: stays where it is
+    assert ready(queue) == ["new", "old-2", "old-1", "old-3"]
+    assert not queue.busy()
+
+
+async def test_a_worker_takes_an_urgent_key_before_a_long_background_backlog() -> None:
+    queue = WorkQueue("q", clock=FakeClock())
+    for i in range(1000):
+        queue.add(f"done-{i}", background=True)
+    assert await queue.get() == "done-0"
+    queue.add("live")
+    assert await queue.get() == "live"
+    queue.done("done-0")
+    queue.done("live")
+    assert len(queue) == 999
+
+
+async def test_a_background_add_while_processing_stays_background_unless_asked_normally() -> None:
+    queue = WorkQueue("q", clock=FakeClock())
+    queue.add("a")
+    queue.add("b", background=True)
+    assert await queue.get() == "a"
+    queue.add("a", background=True)
+    queue.done("a")
+    assert ready(queue) == ["b", "a"]  # both background now, in order of arrival
+    queue.add("c")
+    assert await queue.get() == "c"
+    queue.add("c", background=True)
+    queue.add("c")
+    queue.add("d", background=True)
+    queue.done("c")
+    assert ready(queue) == ["c", "d"]
+
+
+async def test_get_waits_until_a_key_is_added() -> None:
+    queue = WorkQueue("q", clock=FakeClock())
+    waiter = asyncio.create_task(queue.get())
+    await settle()
+    assert not waiter.done()
+    queue.add("a", background=True)
+    await settle()
+    assert waiter.result() == "a"
+
+
+async def test_controller_reconciles_live_objects_before_finished_ones() -> None:
+    done = {f"history-{i}" for i in range(50)}
+    order: list[str] = []
+    all_done = asyncio.Event()
+
+    async def reconcile(key: str) -> Result:
+        order.append(key)
+        if len(order) == 51:
+            all_done.set()
+        return Result.done()
+
+    controller = Controller("c", reconcile, workers=1, finished=lambda key: key in done)
+    for key in sorted(done):
+        controller.enqueue(key)
+    controller.enqueue("new-request")
+    stop = asyncio.Event()
+    running = asyncio.create_task(controller.run(stop))
+    await asyncio.wait_for(all_done.wait(), 5)
+    stop.set()
+    await running
+    assert order[0] == "new-request"
+    assert sorted(order[1:]) == sorted(done)
 
 
 async def test_an_add_of_a_queued_key_is_dropped() -> None:

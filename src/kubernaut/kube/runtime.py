@@ -13,7 +13,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -238,29 +238,39 @@ class WorkQueue:
     """A keyed, delaying, de-duplicating queue with per-key back-off (client-go's workqueue, for asyncio).
 
     A key waits at most once: a later `add_after` with an earlier deadline moves it forward, one with
-    a later deadline changes nothing. A key added while it is processed runs once more after `done`."""
+    a later deadline changes nothing. A key added while it is processed runs once more after `done`.
+    Keys added as `background` (objects with nothing left to do, met at start-up or on a re-list) are
+    handed out only when no other key is ready, so that a long history never delays live work; a
+    background key added again normally moves up."""
 
     name: str
     clock: Clock = time.monotonic
     base_delay: float = 0.05
     max_delay: float = 30.0
-    _ready: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    _queued: set[str] = field(default_factory=set)
+    _urgent: deque[str] = field(default_factory=deque)
+    _background: deque[str] = field(default_factory=deque)  # entries of keys moved up since are stale
+    _queued: dict[str, bool] = field(default_factory=dict)  # key -> whether it waits in the background
+    _available: asyncio.Event = field(default_factory=asyncio.Event)
     _processing: set[str] = field(default_factory=set)
-    _dirty: set[str] = field(default_factory=set)
+    _dirty: dict[str, bool] = field(default_factory=dict)  # added while processed -> background
     _deadlines: dict[str, float] = field(default_factory=dict)  # the one pending deadline of each waiting key
     _delayed: list[tuple[float, int, str]] = field(default_factory=list)  # heap; entries not in _deadlines are stale
     _counter: Iterator[int] = field(default_factory=itertools.count)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _failures: dict[str, int] = field(default_factory=dict)
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, *, background: bool = False) -> None:
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, True) and background
             return
-        if key not in self._queued:
-            self._queued.add(key)
-            self._ready.put_nowait(key)
+        queued = self._queued.get(key)
+        if queued is None:
+            self._queued[key] = background
+            (self._background if background else self._urgent).append(key)
+        elif queued and not background:
+            self._queued[key] = False
+            self._urgent.append(key)
+        self._available.set()
 
     def add_after(self, key: str, delay: float) -> None:
         if delay <= 0:
@@ -294,16 +304,31 @@ class WorkQueue:
         return self._failures.get(key, 0)
 
     async def get(self) -> str:
-        key = await self._ready.get()
-        self._queued.discard(key)
+        while (key := self._take()) is None:
+            self._available.clear()
+            await self._available.wait()
         self._processing.add(key)
         return key
 
+    def _take(self) -> str | None:
+        """The next ready key, urgent ones first (None: nothing is ready)."""
+        while self._urgent:
+            key = self._urgent.popleft()
+            if self._queued.get(key) is False:
+                del self._queued[key]
+                return key
+        while self._background:
+            key = self._background.popleft()
+            if self._queued.get(key):  # else moved up, and taken from the urgent lane already
+                del self._queued[key]
+                return key
+        return None
+
     def done(self, key: str) -> None:
         self._processing.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+        background = self._dirty.pop(key, None)
+        if background is not None:
+            self.add(key, background=background)
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._deadlines)
@@ -366,7 +391,8 @@ class Controller:
         self.queue = WorkQueue(self.name, clock=self.clock, base_delay=self.base_delay, max_delay=self.max_delay)
 
     def enqueue(self, key: str) -> None:
-        self.queue.add(key)
+        """A pass for `key`; one whose object is finished waits behind every other ready key."""
+        self.queue.add(key, background=self.finished is not None and self.finished(key))
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(self.queue.run_timer(), name=f"{self.name}-timer")]
