@@ -13,6 +13,9 @@ finalizer, as a real history has it), no lock held.
   checks) in this process, on caches filled with the same history.
 - RSS: `kubernaut run` with the history present, VmRSS once its caches are synced and again when it
   has gone idle.
+- RR -> WFE latency just after a start: the operator is started afresh with the history present and
+  a new request is created as soon as it is ready, while its start-up passes over the history are
+  still queued (a leader takeover starts the workers on the same full queue). Median over restarts.
 """
 
 import argparse
@@ -320,6 +323,19 @@ def routing_decision_seconds(history: int, repeats: int = 30) -> float:
     return statistics.median(times)
 
 
+async def latency_after_start(plane: BenchPlane, client: AsyncClient, restarts: int, label: str) -> list[float]:
+    """RR -> WFE latency of one request created right after each of `restarts` fresh starts."""
+    latencies: list[float] = []
+    for k in range(restarts):
+        controllers = start_controllers(plane, EXEC_NS)
+        try:
+            await controllers.wait_ready(timeout=300)
+            latencies += await sample_latency(client, 1, f"{label}-start{k}")
+        finally:
+            await asyncio.to_thread(controllers.process.stop)
+    return latencies
+
+
 async def run(sizes: list[int], samples: int, figures: Figures, details: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="kubernaut-bench-history-") as tmp:
         plane = BenchPlane(Path(tmp))
@@ -355,11 +371,18 @@ async def run(sizes: list[int], samples: int, figures: Figures, details: dict[st
                     raise
                 finally:
                     await asyncio.to_thread(controllers.process.stop)
+                after_start = await latency_after_start(plane, client, max(3, samples // 2), str(size))
+                figures.add(
+                    f"RR -> WFE latency just after a start, median ({size} historical)",
+                    "s",
+                    statistics.median(after_start),
+                )
                 figures.add(f"RR -> WFE latency, median ({size} historical)", "s", statistics.median(latencies))
                 figures.add(f"RR -> WFE latency, max ({size} historical)", "s", max(latencies))
                 details.setdefault("history_samples", {})[str(size)] = {
                     "latencies": [round(x, 4) for x in latencies],
                     "controller_requests_per_sample": {k: round(v / samples, 2) for k, v in requests.items()},
+                    "latencies_just_after_start": [round(x, 4) for x in after_start],
                 }
             await client.close()
         finally:
