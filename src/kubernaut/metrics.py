@@ -9,6 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 log = logging.getLogger(__name__)
 
 # Every controller
+WATCH_LISTS = Counter(
+    "kubernaut_watch_lists_total",
+    "LISTs that replaced a cache: at start (reason start) or after a watch expired (410 Gone, reason expired).",
+    ["resource", "reason"],
+)
 RECONCILE_CONFLICTS = Counter(
     "kubernaut_reconcile_conflicts_total",
     "Reconciles that met a write conflict (409) and were retried.",

@@ -8,6 +8,7 @@ from typing import Any
 import httpx2
 import pytest
 from lightkube.core.exceptions import ApiError
+from prometheus_client import REGISTRY
 
 from kubernaut.config import parse_settings
 from kubernaut.controllers.kinds import PIPELINERUN_KIND, RR_KIND, WORKFLOW_KIND
@@ -122,9 +123,15 @@ async def test_a_relist_after_an_expired_watch_deletes_what_vanished_in_between(
     cache = Cache()
     heard: list[str] = []
     cache.listen(lambda kind, body, _old: heard.append(f"{kind} {body['metadata']['name']}"))
-    reflector = Reflector(Client(api), PipelineRunResource, cache, namespace="ns", label_selector="x")  # type: ignore[arg-type]
+    plural = f"pipelineruns-{id(cache)}"
+    reflector = Reflector(Client(api), PipelineRunResource, cache, namespace="ns", label_selector="x", plural=plural)  # type: ignore[arg-type]
     assert not reflector.synced.is_set()
     await run_until_idle(reflector, api)
+    lists = {
+        r: REGISTRY.get_sample_value("kubernaut_watch_lists_total", {"resource": plural, "reason": r})
+        for r in ("start", "expired")
+    }
+    assert lists == {"start": 1, "expired": 1}
 
     assert reflector.synced.is_set()
     assert heard == ["ADDED a", "ADDED b", "MODIFIED a", "ADDED c", "DELETED b"]

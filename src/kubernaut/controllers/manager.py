@@ -169,6 +169,7 @@ class Manager:
                             label_selector=kind.label_selector,
                             deliver=self._deliver_to(plural),
                             name=f"{plural} in {namespace or 'all namespaces'}" if kind.namespaced else plural,
+                            plural=plural,
                         )
                     )
         return self.reflectors

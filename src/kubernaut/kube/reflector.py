@@ -18,6 +18,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 
 from kubernaut.kube.runtime import Body, Cache, object_key
+from kubernaut.metrics import WATCH_LISTS
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Reflector:
         label_selector: str | None = None,
         deliver: Deliver | None = None,
         name: str = "",
+        plural: str = "",
     ) -> None:
         self.client = client
         self.resource = resource
@@ -90,6 +92,8 @@ class Reflector:
         self.version: str | None = None  # of the last LIST or event; None: list first
         self.synced = asyncio.Event()  # set after the first replace
         self.lists = 0
+        self._lists = WATCH_LISTS.labels(resource=plural or self.name, reason="start")
+        self._relists = WATCH_LISTS.labels(resource=plural or self.name, reason="expired")
         self._delay = 0.0
 
     async def replace(self) -> None:
@@ -108,6 +112,7 @@ class Reflector:
             version = None
         for body in stale_objects(self.cache.all(), listed, version, self.namespace):
             self._deliver("DELETED", body)
+        (self._relists if self.lists else self._lists).inc()
         self.version = version
         self.lists += 1
         self._delay = 0.0
@@ -124,7 +129,7 @@ class Reflector:
                 raise
             except Exception as exc:
                 if is_gone(exc):
-                    log.debug("Watch of %s expired at version %s; listing again", self.name, self.version)
+                    log.info("Watch of %s expired at version %s; listing again", self.name, self.version)
                     self.version = None
                     continue
                 if isinstance(exc, httpx.ReadTimeout):
