@@ -17,7 +17,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kubernaut.kube.client import patch_object, patch_status
+from kubernaut.kube.client import patch_object
 from kubernaut.kube.errors import AlreadyExists, Conflict, NotFound, to_kube_error
 from kubernaut.kube.runtime import Body, Cache
 
@@ -86,9 +86,10 @@ async def patch_status_if_current(
     into: Cache | None = None,
 ) -> Body:
     """Merge patch of the status subresource; `resource_version` (when set) is the precondition."""
-    with kube_errors():
-        updated = await patch_status(client, resource, name, namespace, status, resource_version=resource_version)
-    return _into(into, updated)
+    patch = {"status": status}
+    return await patch_if_current(
+        client, resource.Status, name, namespace, patch, resource_version=resource_version, into=into
+    )
 
 
 async def patch_if_current(
