@@ -7,6 +7,7 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
+from kubernaut.kube.errors import AlreadyExists, Conflict
 from kubernaut.kube.runtime import Controller, Result
 from tests.unit.fake_api import build_conflict
 
@@ -37,11 +38,18 @@ async def run_once_failing(name: str, error: Exception) -> Controller:
     return controller
 
 
-async def test_a_conflict_is_retried_quietly_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(build_conflict(), id="api-error"),
+        pytest.param(Conflict("the object has been modified", code=409, reason="Conflict"), id="tree"),
+    ],
+)
+async def test_a_conflict_is_retried_quietly_and_counted(caplog: pytest.LogCaptureFixture, error: Exception) -> None:
     caplog.set_level(logging.DEBUG, logger=RUNTIME_LOGGER)
     before = conflicts("conflicted")
 
-    controller = await run_once_failing("conflicted", build_conflict())
+    controller = await run_once_failing("conflicted", error)
 
     assert conflicts("conflicted") == before + 1
     assert controller.queue.num_requeues("a") == 1  # retried with back-off like any failure
@@ -50,11 +58,20 @@ async def test_a_conflict_is_retried_quietly_and_counted(caplog: pytest.LogCaptu
     assert "conflict" in records[0].getMessage()
 
 
-async def test_other_failures_stay_warnings_and_are_not_conflicts(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(RuntimeError("boom"), id="bug"),
+        pytest.param(AlreadyExists("boom: already exists", code=409, reason="AlreadyExists"), id="already-exists"),
+    ],
+)
+async def test_other_failures_stay_warnings_and_are_not_conflicts(
+    caplog: pytest.LogCaptureFixture, error: Exception
+) -> None:
     caplog.set_level(logging.DEBUG, logger=RUNTIME_LOGGER)
     before = conflicts("broken")
 
-    await run_once_failing("broken", RuntimeError("boom"))
+    await run_once_failing("broken", error)
 
     assert conflicts("broken") == before
     records = [r for r in caplog.records if r.name == RUNTIME_LOGGER]

@@ -7,7 +7,6 @@ outcome and, after the cooldown, deletes the PipelineRun. It makes no routing de
 import logging
 from datetime import datetime
 
-from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
 from kubernaut.api.audit import AuditEvent
@@ -25,7 +24,14 @@ from kubernaut.domain.audit_events import EXECUTOR_ACTOR, build_block_cleared_ev
 from kubernaut.domain.failure import build_execution_failure, build_pre_execution_failure
 from kubernaut.domain.pipelinerun import build_pipelinerun, is_owned_by, parse_owner
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.client import patch_object, patch_status
+from kubernaut.kube.api import (
+    create_idempotent,
+    delete_if_ours,
+    get_object,
+    patch_if_current,
+    patch_status_if_current,
+)
+from kubernaut.kube.errors import NotFound, Refused
 from kubernaut.kube.events import EventRecorder
 from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
@@ -40,6 +46,12 @@ WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more
 
 Phase = WorkflowExecutionPhase
 _FINAL_PHASES = frozenset((Phase.COMPLETED.value, Phase.FAILED.value))
+# A create the API server refuses for good fails the execution before it ran; other refusals are retried.
+_REFUSED_CREATES = {
+    400: FailureReason.CONFIGURATION_ERROR,
+    422: FailureReason.CONFIGURATION_ERROR,
+    403: FailureReason.FORBIDDEN,
+}
 
 
 class Executor:
@@ -92,15 +104,15 @@ class Executor:
         if meta.deletion_timestamp is not None:
             return await self._finalize(wfe)
         if ex.FINALIZER not in meta.finalizers:
-            updated = await patch_object(
+            await patch_if_current(
                 self.client,
                 WorkflowExecutionResource,
                 meta.name,
                 meta.namespace,
                 {"metadata": {"finalizers": [*meta.finalizers, ex.FINALIZER]}},
                 resource_version=meta.resource_version,
+                into=self.wfes,
             )
-            self.wfes.apply("MODIFIED", updated.to_dict())
             return Result.after(0)
         match wfe.phase:
             case Phase.PENDING:
@@ -121,35 +133,27 @@ class Executor:
         )
         name = manifest["metadata"]["name"]
         try:
-            created = await self.client.create(PipelineRunResource(manifest))
-        except ApiError as exc:
-            return await self._on_create_error(wfe, name, exc)
-        WE_PIPELINERUN_CREATIONS.inc()
-        self.pipelineruns.apply("ADDED", created.to_dict())
-        crash_point("executor.pipelinerun-created")
-        await self._start(wfe, name, start_time=now, adopted=False)
-        return Result.after(RUNNING_RESYNC_SECONDS)
-
-    async def _on_create_error(self, wfe: WorkflowExecution, name: str, exc: ApiError) -> Result:
-        code, reason = exc.status.code, exc.status.reason
-        if code == 409 and reason == "AlreadyExists":
-            existing = await self._fetch_pipelinerun(name)
-            if existing is None:
-                return Result.after(0.1)  # released between our create and read: try again
-            if is_owned_by(existing, wfe):
-                created_at = ex.parse_time(existing["metadata"].get("creationTimestamp")) or self.clock()
-                await self._start(wfe, name, start_time=created_at, adopted=True)
-                return Result.after(RUNNING_RESYNC_SECONDS)
-            other_ns, other = parse_owner(existing)
-            return await self._fail_before_execution(
-                wfe, FailureReason.EXECUTION_RACE_CONDITION, ex.build_race_message(name, other, other_ns)
+            pipelinerun, created = await create_idempotent(
+                self.client, PipelineRunResource(manifest), into=self.pipelineruns
             )
-        message = f"Failed to create PipelineRun: {exc.status.message}"
-        if code in (400, 422):
-            return await self._fail_before_execution(wfe, FailureReason.CONFIGURATION_ERROR, message)
-        if code == 403:
-            return await self._fail_before_execution(wfe, FailureReason.FORBIDDEN, message)
-        raise exc  # transient (5xx, 429, timeouts): retried with back-off, never fails the WFE
+        except Refused as exc:
+            reason = _REFUSED_CREATES.get(exc.code)
+            if reason is None:
+                raise  # other refusals (401, 413, ...) are retried with back-off
+            return await self._fail_before_execution(wfe, reason, f"Failed to create PipelineRun: {exc.message}")
+        if created:
+            WE_PIPELINERUN_CREATIONS.inc()
+            crash_point("executor.pipelinerun-created")
+            await self._start(wfe, name, start_time=now, adopted=False)
+            return Result.after(RUNNING_RESYNC_SECONDS)
+        if is_owned_by(pipelinerun, wfe):
+            created_at = ex.parse_time(pipelinerun["metadata"].get("creationTimestamp")) or self.clock()
+            await self._start(wfe, name, start_time=created_at, adopted=True)
+            return Result.after(RUNNING_RESYNC_SECONDS)
+        other_ns, other = parse_owner(pipelinerun)
+        return await self._fail_before_execution(
+            wfe, FailureReason.EXECUTION_RACE_CONDITION, ex.build_race_message(name, other, other_ns)
+        )
 
     async def _start(self, wfe: WorkflowExecution, name: str, *, start_time: datetime, adopted: bool) -> None:
         now = self.clock()
@@ -203,37 +207,14 @@ class Executor:
     async def _complete(self, wfe: WorkflowExecution, pipelinerun: Body) -> Result:
         now = self.clock()
         status = ex.build_completed_status(wfe, pipelinerun, now)
-        status = await self._record(build_workflow_event(wfe, status, "completed", now), status, now)
-        body = await self._write_status(wfe, status)
-        crash_point("executor.terminal-written")
-        seconds = _seconds(status)
-        WE_RECONCILER_TOTAL.labels(outcome="Completed").inc()
-        WE_DURATION_SECONDS.labels(outcome="Completed").observe(seconds)
-        await self.events.emit(
-            body,
-            "Normal",
-            "WorkflowCompleted",
-            f"Workflow {wfe.spec.workflow_ref.workflow_id} completed successfully in {status.duration}",
-            now,
-        )
-        return self._after_cooldown(status)
+        message = f"Workflow {wfe.spec.workflow_ref.workflow_id} completed successfully in {status.duration}"
+        return await self._end(wfe, status, now, message, executed=True)
 
     async def _fail_during_execution(self, wfe: WorkflowExecution, failure: FailureDetails) -> Result:
         now = self.clock()
         status = ex.build_execution_failed_status(wfe, failure, now)
-        status = await self._record(build_workflow_event(wfe, status, "failed", now), status, now)
-        body = await self._write_status(wfe, status)
-        crash_point("executor.terminal-written")
-        WE_RECONCILER_TOTAL.labels(outcome="Failed").inc()
-        WE_DURATION_SECONDS.labels(outcome="Failed").observe(_seconds(status))
-        await self.events.emit(
-            body,
-            "Warning",
-            "WorkflowFailed",
-            f"Workflow {wfe.spec.workflow_ref.workflow_id} failed: {failure.reason.value}",
-            now,
-        )
-        return self._after_cooldown(status)
+        message = f"Workflow {wfe.spec.workflow_ref.workflow_id} failed: {failure.reason.value}"
+        return await self._end(wfe, status, now, message, executed=True)
 
     async def _fail_before_execution(self, wfe: WorkflowExecution, reason: FailureReason, message: str) -> Result:
         now = self.clock()
@@ -245,17 +226,26 @@ class Executor:
             target=wfe.spec.target_resource,
         )
         status = ex.build_pre_execution_failed_status(wfe, failure, now)
-        status = await self._record(build_workflow_event(wfe, status, "failed", now), status, now)
-        body = await self._write_status(wfe, status)
-        WE_RECONCILER_TOTAL.labels(outcome="Failed").inc()
-        WE_DURATION_SECONDS.labels(outcome="Failed").observe(0)
-        await self.events.emit(
-            body, "Warning", "WorkflowFailed", f"Pre-execution failure: {reason.value} - {message}", now
-        )
-        return Result.done()
+        return await self._end(wfe, status, now, f"Pre-execution failure: {reason.value} - {message}", executed=False)
 
-    def _after_cooldown(self, status: WorkflowExecutionStatus) -> Result:
-        return Result.after(self.settings.execution.cooldown.total_seconds())
+    async def _end(
+        self, wfe: WorkflowExecution, status: WorkflowExecutionStatus, now: datetime, message: str, *, executed: bool
+    ) -> Result:
+        """The one way an execution ends: audit event, status write, metrics, Event, in that order.
+        A run that executed holds the lock for the cooldown; one that failed before execution took
+        no time and holds none."""
+        outcome = "Completed" if status.phase == Phase.COMPLETED else "Failed"
+        status = await self._record(build_workflow_event(wfe, status, outcome.lower(), now), status, now)
+        body = await self._write_status(wfe, status)
+        if executed:
+            crash_point("executor.terminal-written")
+        WE_RECONCILER_TOTAL.labels(outcome=outcome).inc()
+        WE_DURATION_SECONDS.labels(outcome=outcome).observe(_seconds(status) if executed else 0)
+        event_type = "Normal" if outcome == "Completed" else "Warning"
+        await self.events.emit(body, event_type, f"Workflow{outcome}", message, now)
+        if executed:
+            return Result.after(self.settings.execution.cooldown.total_seconds())
+        return Result.done()
 
     async def _terminal(self, wfe: WorkflowExecution) -> Result:
         now = self.clock()
@@ -293,7 +283,7 @@ class Executor:
         await self._release_lock(wfe, confirm_miss=True)
         body = self.wfes.get(wfe.key) or {}
         try:
-            updated = await patch_object(
+            after = await patch_if_current(
                 self.client,
                 WorkflowExecutionResource,
                 meta.name,
@@ -301,13 +291,10 @@ class Executor:
                 {"metadata": {"finalizers": [f for f in meta.finalizers if f != ex.FINALIZER]}},
                 resource_version=meta.resource_version,
             )
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
+        except NotFound:
             return Result.done()
         # The cache must not offer the finalizer again to a pass woken by our own PipelineRun delete.
         # Without finalizers the object is gone: record that (re-adding it could outlive its DELETED event).
-        after = updated.to_dict()
         self.wfes.apply("MODIFIED" if after["metadata"].get("finalizers") else "DELETED", after)
         # After the finalizer is gone, so a retried pass (409) does not announce the cleanup twice.
         await self.events.emit(
@@ -334,24 +321,14 @@ class Executor:
             pipelinerun = await self._fetch_pipelinerun(name)
         if pipelinerun is None or not is_owned_by(pipelinerun, wfe):
             return False
-        try:
-            await self.client.delete(PipelineRunResource, name, namespace=self.namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
+        uid = pipelinerun["metadata"]["uid"]  # every body the API server answers carries one
+        if not await delete_if_ours(self.client, PipelineRunResource, name, self.namespace, uid=uid):
+            return False  # replaced since it was read: the new one is another execution's lock
         self.pipelineruns.apply("DELETED", pipelinerun)
         return True
 
     async def _fetch_pipelinerun(self, name: str) -> Body | None:
-        try:
-            found = await self.client.get(PipelineRunResource, name, namespace=self.namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        body: Body = found.to_dict()
-        self.pipelineruns.apply("MODIFIED", body)
-        return body
+        return await get_object(self.client, PipelineRunResource, name, self.namespace, into=self.pipelineruns)
 
     async def _fetch_taskruns(self, pipelinerun: Body) -> dict[str, Body]:
         found: dict[str, Body] = {}
@@ -362,10 +339,11 @@ class Executor:
             if not ref["name"]:
                 continue
             try:
-                taskrun = await self.client.get(TaskRunResource, ref["name"], namespace=self.namespace)
-            except ApiError:
-                continue  # missing or unreadable children are skipped
-            found[ref["name"]] = taskrun.to_dict()
+                taskrun = await get_object(self.client, TaskRunResource, ref["name"], self.namespace)
+            except Refused:
+                continue  # unreadable children are skipped, like missing ones; a transient error retries the pass
+            if taskrun is not None:
+                found[ref["name"]] = taskrun
         return found
 
     async def _record(
@@ -384,17 +362,15 @@ class Executor:
         patch = build_merge_patch(current.get("status") or {}, status.to_wire())
         if not patch:
             return current
-        updated = await patch_status(
+        return await patch_status_if_current(
             self.client,
             WorkflowExecutionResource,
             wfe.metadata.name,
             wfe.metadata.namespace,
             patch,
             resource_version=wfe.metadata.resource_version,
+            into=self.wfes,
         )
-        body: Body = updated.to_dict()
-        self.wfes.apply("MODIFIED", body)
-        return body
 
 
 def _seconds(status: WorkflowExecutionStatus) -> float:

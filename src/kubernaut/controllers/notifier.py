@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
 from kubernaut.api.audit import AuditEvent
@@ -36,7 +35,8 @@ from kubernaut.domain.delivery import (
     decide_delivery,
     parse_attempts,
 )
-from kubernaut.kube.client import patch_status
+from kubernaut.kube.api import get_object, patch_status_if_current
+from kubernaut.kube.errors import Conflict, NotFound
 from kubernaut.kube.resources import NotificationRequestResource
 from kubernaut.kube.runtime import Body, Controller, Result, object_key, split_key
 from kubernaut.notify import metrics
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 
 CONFLICT_REQUEUE_SECONDS = 0.2
 MAX_RECORD_RETRIES = 5
-
-
-def _to_dict(obj: Any) -> Body:
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
 def _message(nr: NotificationRequest) -> Message:
@@ -233,14 +229,12 @@ class Notifier:
     async def _patch(self, key: str, status: dict[str, Any], version: str) -> str:
         namespace, name = split_key(key)
         try:
-            updated = await patch_status(
+            updated = await patch_status_if_current(
                 self.client, NotificationRequestResource, name, namespace, status, resource_version=version
             )
-        except ApiError as exc:
-            if exc.status.code in (404, 409):
-                raise StaleViewError from None
-            raise
-        return str(_to_dict(updated)["metadata"]["resourceVersion"])
+        except (NotFound, Conflict):
+            raise StaleViewError from None
+        return str(updated["metadata"]["resourceVersion"])
 
     async def _record(
         self, nr: NotificationRequest, status: dict[str, Any], version: str, attempts: list[Attempt]
@@ -253,14 +247,10 @@ class Notifier:
             try:
                 return await self._write(nr, status, version), attempts
             except StaleViewError:
-                try:
-                    fresh = NotificationRequest.from_wire(
-                        _to_dict(await self.client.get(NotificationRequestResource, name, namespace=namespace))
-                    )
-                except ApiError as exc:
-                    if exc.status.code == 404:
-                        raise StaleViewError from None
-                    raise
+                found = await get_object(self.client, NotificationRequestResource, name, namespace)
+                if found is None:
+                    raise StaleViewError from None
+                fresh = NotificationRequest.from_wire(found)
                 attempts = parse_attempts(fresh)
                 if not any(a.channel == attempt.channel and a.attempt == attempt.attempt for a in attempts):
                     attempts.append(attempt)

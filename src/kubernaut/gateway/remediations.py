@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 
 from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES
 from kubernaut.domain.signals import (
@@ -29,7 +28,8 @@ from kubernaut.domain.signals import (
     decide_deduplication,
     parse_time,
 )
-from kubernaut.kube.client import patch_object, patch_status
+from kubernaut.kube.api import create_idempotent, get_object, kube_errors, patch_if_current, patch_status_if_current
+from kubernaut.kube.errors import Conflict, NotFound
 from kubernaut.kube.resources import RemediationRequestResource
 
 log = logging.getLogger(__name__)
@@ -118,31 +118,31 @@ class RemediationIntake:
             chosen = active[0] if active else bodies[-1]
             name = chosen["metadata"]["name"]
             try:
-                await patch_object(
+                await patch_if_current(
                     self._client,
                     RemediationRequestResource,
                     name,
                     self._namespace,
                     build_resolved_patch(signal, self._clock()),
+                    resource_version=None,  # an annotation of its own: whatever changed meanwhile does not matter
                 )
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    return IntakeOutcome("ignored")
-                raise
+            except NotFound:
+                return IntakeOutcome("ignored")
             self._latest.pop(signal.fingerprint, None)  # its resourceVersion moved on
             log.info("Recorded resolution of signal %s on RemediationRequest %s/%s", signal.name, self._namespace, name)
             return IntakeOutcome("resolved", name)
 
     async def _list(self, fingerprint: str) -> list[Body]:
         """Every request of the fingerprint, oldest first (a LIST by the selectable field)."""
-        bodies = [
-            _to_dict(obj)
-            async for obj in self._client.list(
-                RemediationRequestResource,
-                namespace=self._namespace,
-                fields={"spec.signalFingerprint": fingerprint},
-            )
-        ]
+        with kube_errors():
+            bodies = [
+                _to_dict(obj)
+                async for obj in self._client.list(
+                    RemediationRequestResource,
+                    namespace=self._namespace,
+                    fields={"spec.signalFingerprint": fingerprint},
+                )
+            ]
         bodies.sort(key=lambda b: (b["metadata"].get("creationTimestamp") or "", b["metadata"]["name"]))
         return bodies
 
@@ -162,7 +162,7 @@ class RemediationIntake:
             status = body.get("status") or {}
             dedup = decide_deduplication(status.get("deduplication"), _created_at(body), self._clock())
             try:
-                updated = await patch_status(
+                updated = await patch_status_if_current(
                     self._client,
                     RemediationRequestResource,
                     name,
@@ -170,28 +170,21 @@ class RemediationIntake:
                     build_deduplication_status(dedup),
                     resource_version=body["metadata"]["resourceVersion"],
                 )
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    return False
-                if exc.status.code != 409:
-                    raise
+            except NotFound:
+                return False
+            except Conflict:
                 fresh = await self._get(name)
                 if fresh is None:
                     return False
                 body = fresh
                 continue
-            self._remember(fingerprint, _to_dict(updated))
+            self._remember(fingerprint, updated)
             log.debug("Deduplicated signal into RemediationRequest %s/%s", self._namespace, name)
             return True
         raise RuntimeError(f"RemediationRequest {name}: gave up after {MAX_CONFLICT_RETRIES} conflicts")
 
     async def _get(self, name: str) -> Body | None:
-        try:
-            return _to_dict(await self._client.get(RemediationRequestResource, name, namespace=self._namespace))
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+        return await get_object(self._client, RemediationRequestResource, name, self._namespace)
 
     async def _create(self, signal: Signal) -> IntakeOutcome | None:
         """Create the episode's request; a taken name is a concurrent delivery (fold into it) or
@@ -199,16 +192,10 @@ class RemediationIntake:
         for generation in range(1, MAX_GENERATIONS + 1):
             name = build_remediation_name(signal.fingerprint, signal.starts_at, generation)
             body = build_remediation_request(signal, name=name, namespace=self._namespace)
-            try:
-                created = _to_dict(await self._client.create(RemediationRequestResource(body)))
-            except ApiError as exc:
-                if exc.status.code != 409:
-                    raise
-                existing = await self._get(name)
-                if existing is None:
-                    return None  # deleted in between: start over
-                if is_active(existing):
-                    if await self._deduplicate(signal.fingerprint, existing):
+            created, new = await create_idempotent(self._client, RemediationRequestResource(body))
+            if not new:  # taken: `created` is the request holding the name
+                if is_active(created):
+                    if await self._deduplicate(signal.fingerprint, created):
                         return IntakeOutcome("deduplicated", name)
                     return None
                 continue
@@ -232,7 +219,7 @@ class RemediationIntake:
                 self._remember(fingerprint, body)
                 return
             try:
-                updated = await patch_status(
+                updated = await patch_status_if_current(
                     self._client,
                     RemediationRequestResource,
                     name,
@@ -240,13 +227,11 @@ class RemediationIntake:
                     build_deduplication_status(build_first_deduplication(self._clock())),
                     resource_version=body["metadata"]["resourceVersion"],
                 )
-            except ApiError as exc:
-                if exc.status.code not in (404, 409):
-                    raise
+            except (NotFound, Conflict):
                 fresh = await self._get(name)
                 if fresh is None:
                     return
                 body = fresh
                 continue
-            self._remember(fingerprint, _to_dict(updated))
+            self._remember(fingerprint, updated)
             return

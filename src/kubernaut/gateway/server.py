@@ -18,7 +18,6 @@ from typing import Any
 
 from aiohttp import web
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubernaut.config import GatewayConfig
@@ -26,6 +25,7 @@ from kubernaut.domain.signals import SignalValidationError, parse_alertmanager_p
 from kubernaut.errors import ConfigError
 from kubernaut.gateway import metrics
 from kubernaut.gateway.remediations import IntakeOutcome, RemediationIntake
+from kubernaut.kube.errors import KubeError, NotFound, Refused
 from kubernaut.notify.secrets import SecretUnavailableError, fetch_secret_value
 
 log = logging.getLogger(__name__)
@@ -221,11 +221,8 @@ class GatewayServer:
 
     def _failure_response(self, failures: list[BaseException], total: int) -> web.Response:
         details = [_describe(exc) for exc in failures[:10]]
-        rejected = [
-            exc
-            for exc in failures
-            if isinstance(exc, ApiError) and 400 <= exc.status.code < 500 and exc.status.code not in (408, 409, 429)
-        ]
+        # Answers that will not change on a retry: the request itself (or its namespace) is wrong.
+        rejected = [exc for exc in failures if isinstance(exc, Refused | NotFound)]
         log.warning("Could not record %d of %d alerts: %s", len(failures), total, "; ".join(details))
         if len(rejected) == len(failures):
             return error_response(400, "invalid_payload", "the API server rejected the RemediationRequest", details)
@@ -240,6 +237,6 @@ class GatewayServer:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return f"API server answered {exc.status.code}: {(exc.status.message or '')[:200]}"
+    if isinstance(exc, KubeError) and exc.code:
+        return f"API server answered {exc.code}: {exc.message[:200]}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -1,1 +1,2 @@
-"""Kubernetes plumbing: creating clients, patching status, the informer cache, the work queue and the Lease elector."""
+"""Kubernetes plumbing: creating clients, the API verbs and their error tree, the informer cache,
+the work queue and the Lease elector."""

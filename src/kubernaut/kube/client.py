@@ -99,10 +99,9 @@ async def patch_status(
 ) -> Any:
     """JSON merge patch of the status subresource; with `resource_version` it is a precondition
     (409 Conflict if the object changed since it was read)."""
-    body: dict[str, Any] = {"status": status}
-    if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
-    return await client.patch(resource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+    return await patch_object(
+        client, resource.Status, name, namespace, {"status": status}, resource_version=resource_version
+    )
 
 
 async def patch_object(

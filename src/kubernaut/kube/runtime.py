@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from kubernaut.kube.errors import Conflict, to_kube_error
 from kubernaut.metrics import RECONCILE_CONFLICTS
 
 log = logging.getLogger(__name__)
@@ -443,7 +444,6 @@ class Controller:
 
 
 def _is_conflict(exc: Exception) -> bool:
-    """A 409 on an optimistic-concurrency write: normal under contention, retried quietly.
-    (A create's AlreadyExists is a 409 too, but no race the next pass resolves by itself.)"""
-    status = getattr(exc, "status", None)
-    return getattr(status, "code", None) == 409 and getattr(status, "reason", None) != "AlreadyExists"
+    """A failed precondition on an optimistic-concurrency write: normal under contention, retried
+    quietly. (A create's AlreadyExists is a 409 too, but no race the next pass resolves by itself.)"""
+    return isinstance(to_kube_error(exc), Conflict)
