@@ -180,6 +180,14 @@ async def test_success_then_cooldown_then_release(kube: AsyncClient, kubeconfig:
         status = await wait_phase(kube, "wfe-a", namespace, "Running")
         start = clock.now
         assert status["startTime"] == rfc3339(start)
+        # The pass after the start mirrors the run as running; only then does Tekton finish it here.
+        await wait_status(
+            kube,
+            "wfe-a",
+            namespace,
+            lambda s: any(c["type"] == "TektonPipelineRunning" for c in s.get("conditions") or []),
+            "the TektonPipelineRunning condition",
+        )
 
         metrics = Metrics()
         clock.advance(100)  # Tekton finished after 90 s; we look 10 s later

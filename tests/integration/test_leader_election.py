@@ -105,6 +105,11 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
         await eventually(some_completed, timeout=180, interval=0.2, what="10 remediations completed")
 
         # Only the leaders reconciled; the standbys watched (their caches are warm) and did nothing.
+        # (A leader that missed its renew deadline exits: then this run cannot show it, and says so.)
+        for name in ("ro-a", "we-a"):
+            popen = procs[name].popen
+            assert popen is not None
+            assert popen.poll() is None, f"{name} exited before the standbys were checked:\n{procs[name].log()[-3000:]}"
         assert await procs["ro-a"].metric_sum("kubernaut_remediationorchestrator_reconcile_total") > 0
         assert await procs["we-a"].metric_sum("workflowexecution_reconciler_pipelinerun_creations_total") > 0
         assert await procs["ro-b"].metric_sum("kubernaut_remediationorchestrator_reconcile_total") == 0
