@@ -8,18 +8,15 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
 from kubernaut.api.audit import AuditEvent
-from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     TERMINAL_PHASES,
-    BlockReason,
-    NotificationStatus,
     RemediationPhase,
     RemediationRequest,
     RemediationRequestStatus,
@@ -43,21 +40,9 @@ from kubernaut.controllers.kinds import (
     index_wfe_by_target,
 )
 from kubernaut.controllers.manager import Manager
-from kubernaut.domain import remediation as rem
+from kubernaut.domain import transitions as tr
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
-from kubernaut.domain.routing import (
-    BlockedAction,
-    DecisionKind,
-    LockHolder,
-    RoutingDecision,
-    RoutingStage,
-    build_rr_target,
-    compute_consecutive_failures,
-    compute_target_backoff,
-    decide_blocked,
-    decide_routing,
-)
-from kubernaut.domain.selection import SelectionFailure, select_workflow
+from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import patch_status
 from kubernaut.kube.faults import crash_point
@@ -67,7 +52,7 @@ from kubernaut.kube.resources import (
     RemediationRequestResource,
     WorkflowExecutionResource,
 )
-from kubernaut.kube.runtime import Body, Controller, Result, object_key
+from kubernaut.kube.runtime import Body, Cache, Controller, Result, object_key
 from kubernaut.metrics import (
     RO_BLOCKED_COOLDOWN_EXPIRED,
     RO_BLOCKED_TOTAL,
@@ -86,7 +71,6 @@ log = logging.getLogger(__name__)
 Phase = RemediationPhase
 WORKERS = 32  # reconciles mostly wait on the API server; more in flight is more throughput, not more CPU
 WRITE_ATTEMPTS = 10  # status writes on conflict, while the request is still at the decided transition
-CREATION_RETRY = timedelta(seconds=5)
 
 
 class CreationRefused(Exception):
@@ -108,9 +92,9 @@ def _parse_workflow(body: Body) -> RemediationWorkflow:
 class Orchestrator:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
-        self.settings = manager.settings
         self.routing = manager.settings.routing.policy()
         self.timeouts = manager.settings.timeouts.policy()
+        self.policy = tr.PlanPolicy(self.routing, self.timeouts, manager.settings.notifications.for_priority)
         self.audit = manager.audit
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
@@ -135,7 +119,7 @@ class Orchestrator:
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
-        # One routing decision per target at a time (see _analyze); a lock lives while someone holds it.
+        # One routing decision per target at a time (see _target_lock).
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(
             Controller("orchestrator", self.reconcile, workers=WORKERS, finished=self.finished)
@@ -159,10 +143,7 @@ class Orchestrator:
                 self.controller.enqueue(dependent)
 
     def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
-        meta = body.get("metadata") or {}
-        for owner in meta.get("ownerReferences") or []:
-            if owner.get("kind") == "RemediationRequest":
-                self.controller.enqueue(f"{meta.get('namespace', '')}/{owner.get('name')}")
+        self._wake_owner(body)
         for target in index_wfe_by_target(body):
             self._wake_blocked_on(target)
 
@@ -181,6 +162,9 @@ class Orchestrator:
             self.controller.enqueue(key)
 
     def _on_notification(self, _type: str, body: Body, _old: Body | None) -> None:
+        self._wake_owner(body)
+
+    def _wake_owner(self, body: Body) -> None:
         meta = body.get("metadata") or {}
         for owner in meta.get("ownerReferences") or []:
             if owner.get("kind") == "RemediationRequest":
@@ -224,304 +208,71 @@ class Orchestrator:
 
     async def _reconcile(self, rr: RemediationRequest) -> Result:
         now = self.clock()
-        phase = rr.status.overall_phase
-        if phase is None:
-            status = rem.build_initial_status(rr, now)
-            await self._record(rr, status, "orchestrator.lifecycle.started", "pending", {}, now)
-            await self._write(rr, status)
-            return Result.after(0)
-        if rr.is_terminal:
-            return await self._mirror_notification(rr)
-        timeout = rem.decide_timeout(rr, now, self.timeouts)
-        if timeout is not None:
-            return await self._time_out(rr, timeout)
-        match phase:
-            case Phase.PENDING:
-                return await self._route_pending(rr)
-            case Phase.ANALYZING:
-                return await self._analyze(rr)
-            case Phase.EXECUTING:
-                return await self._executing(rr)
-            case Phase.BLOCKED:
-                return await self._blocked(rr)
-        return Result.done()  # Processing and AwaitingApproval are not used by this orchestrator
+        history = CachedHistory(self, rr)
+        match tr.reads_for(rr, now, self.timeouts):
+            case tr.Reads.TARGET:
+                # Workers route concurrently: without the lock two requests for one target could both
+                # find it free and both create an execution, and the one losing the PipelineRun race
+                # would fail. The clock is read again once held: an execution may have finished during
+                # the wait, and a decision from before it would see that completion in the future.
+                async with self._target_lock(history.target):
+                    now = self.clock()
+                    return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
+            case tr.Reads.EXECUTION:
+                await self._read_execution(rr, tr.execution_name(rr))
+        return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
 
-    async def _route_pending(self, rr: RemediationRequest) -> Result:
-        now = self.clock()
-        # The workflow is already known here (workflowRef or catalog), so the recent-remediation check
-        # looks at that workflow only: another workflow's success on the target must not hold it back.
-        selected = select_workflow(rr, self._catalog())
-        workflow_id = "" if isinstance(selected, SelectionFailure) else selected.workflow_id
-        decision = self._route(rr, workflow_id=workflow_id, stage=RoutingStage.PENDING)
-        if decision.kind == DecisionKind.BLOCK:
-            return await self._block(rr, decision, Phase.PENDING, workflow_id)
-        status = rem.build_analyzing_status(rr, now)
-        await self._transitioned(rr, status, Phase.PENDING, now)
-        return Result.after(0)
-
-    async def _analyze(self, rr: RemediationRequest) -> Result:
-        now = self.clock()
-        selected = select_workflow(rr, self._catalog())
-        if isinstance(selected, SelectionFailure):
-            status = rem.build_failed_status(
-                rr,
-                now,
-                failure_phase=rem.FAILURE_PHASE_ANALYSIS,
-                failure_reason=selected.message,
-                message=selected.message,
-            )
-            status.requires_manual_review = True
-            status = await self._notify(
-                rr,
-                status,
-                self._manual_review(
-                    rr,
-                    rem.ManualReview(
-                        source="WorkflowSelection",
-                        reason="WorkflowNotFound",
-                        message=selected.message,
-                        priority="high",
-                    ),
-                ),
-                "WorkflowSelection",
-                "WorkflowNotFound",
-            )
-            await self._finish(rr, status, now, Phase.ANALYZING)
-            return Result.done()
-        # Workers route concurrently: without the lock two requests for one target could both find it
-        # free and both create an execution, and the one losing the PipelineRun race would fail.
-        target = build_rr_target(rr)
+    def _target_lock(self, target: str) -> asyncio.Lock:
+        """One routing decision per target at a time; a lock lives while someone holds it."""
         lock = self._target_locks.get(target)
         if lock is None:
             lock = self._target_locks[target] = asyncio.Lock()
-        async with lock:
-            decision = self._route(rr, workflow_id=selected.workflow_id, stage=RoutingStage.ANALYZING)
-            if decision.kind == DecisionKind.BLOCK:
-                return await self._block(rr, decision, Phase.ANALYZING, selected.workflow_id)
-            if decision.kind == DecisionKind.FAIL:
-                return await self._previous_execution_failed(rr, decision, selected.workflow_id)
-            manifest = rem.build_workflow_execution(rr, selected)
-            try:
-                created = await self._create_execution(rr, manifest)
-            except CreationRefused as exc:
-                # The request stays in Analyzing (its timeout bounds the wait) and says why.
-                await self._write(rr, rem.build_creation_failed_status(rr, str(exc), now))
-                return Result.after(CREATION_RETRY.total_seconds())
+        return lock
+
+    async def _read_execution(self, rr: RemediationRequest, name: str) -> None:
+        """Into the cache from the API server when the cache does not have it (yet)."""
+        if self.wfes.get(f"{rr.metadata.namespace}/{name}") is None:
+            await self._fetch_execution(rr, name)
+
+    async def _apply(self, rr: RemediationRequest, transition: tr.Transition, now: datetime) -> Result:
+        """Perform a planned transition: the execution first (the transition to Executing is true only
+        once it exists), then the audit events, the notification, the status write (audit before the
+        write: a retried transition records the same events again, deduplicated), then the counts."""
+        transition = await self._create_child(rr, transition, now)
+        for event in transition.events:
+            await self._record(rr, event)
+        status = await self._notify(rr, transition.status, transition.notification)
+        if transition.terminal:
+            crash_point("orchestrator.terminal-recorded")
+        _count(transition.counts_before_write)
+        if status is not None:
+            await self._write(rr, status)
+        _count(transition.counts_after_write)
+        if transition.requeue is None:
+            return Result.done()
+        return Result.after(transition.requeue.total_seconds())
+
+    async def _create_child(self, rr: RemediationRequest, transition: tr.Transition, now: datetime) -> tr.Transition:
+        """Create the transition's execution; the transition to apply after it."""
+        child = transition.execution
+        if child is None:
+            return transition
+        try:
+            created = await self._create_execution(rr, child.manifest)
+        except CreationRefused as exc:
+            return tr.plan_creation_refused(rr, str(exc), now)
         if created is None:
-            return Result.after(5)
+            return tr.CREATION_LOST
         crash_point("orchestrator.execution-created")
-        status = rem.build_executing_status(rr, manifest["metadata"]["name"], selected, now)
-        RO_CHILD_CREATIONS.labels(child_type="WorkflowExecution", namespace=rr.metadata.namespace).inc()
-        await self._transitioned(rr, status, Phase.ANALYZING, now)
-        return Result.done()  # the execution's events wake it; the resync period bounds the wait
+        _count(child.counts)
+        return transition
 
-    async def _executing(self, rr: RemediationRequest) -> Result:
-        now = self.clock()
-        ref = rr.status.workflow_execution_ref
-        name = ref.name if ref else rem.build_child_name("we-", rr.metadata.name)
-        body = self.wfes.get(f"{rr.metadata.namespace}/{name}") or await self._fetch_execution(rr, name)
-        if body is not None and _deleted_unfinished(body):
-            body = None  # deleted before it finished: gone as far as the request is concerned
-        if body is None:
-            status = rem.build_failed_status(
-                rr,
-                now,
-                failure_phase=rem.FAILURE_PHASE_WORKFLOW_EXECUTION,
-                failure_reason="WorkflowExecution not found",
-            )
-            await self._finish(rr, status, now, Phase.EXECUTING)
-            return Result.done()
-        wfe = self.wfes.parsed(body, _parse_wfe)
-        if wfe.phase == WorkflowExecutionPhase.COMPLETED:
-            await self._finish(rr, rem.build_completed_status(rr, now), now, Phase.EXECUTING)
-            return Result.done()
-        if wfe.phase != WorkflowExecutionPhase.FAILED:
-            return Result.done()  # the execution's events wake it; the resync period bounds the wait
-        details = wfe.status.failure_details
-        was_execution = bool(details and details.was_execution_failure)
-        target = build_rr_target(rr)
-        count, next_allowed = compute_target_backoff(self._executions_on(target), target, now, self.routing)
-        status = rem.build_workflow_failed_status(
-            rr,
-            now,
-            summary=details.natural_language_summary if details else None,
-            was_execution_failure=was_execution,
-            failure_count=count,
-            next_allowed=next_allowed,
-        )
-        if was_execution and details is not None:
-            status = await self._notify(
-                rr,
-                status,
-                self._manual_review(
-                    rr,
-                    rem.ManualReview(
-                        source="WorkflowExecution",
-                        reason="ExecutionFailure",
-                        message=details.message,
-                        priority="critical",
-                        previous_execution=wfe.metadata.name,
-                        last_exit_code=details.exit_code,
-                    ),
-                ),
-                "WorkflowExecution",
-                "ExecutionFailure",
-            )
-        await self._finish(rr, status, now, Phase.EXECUTING)
-        return Result.done()
-
-    async def _blocked(self, rr: RemediationRequest) -> Result:
-        now = self.clock()
-        original: RemediationRequest | None = None
-        original_exists = True
-        if rr.status.block_reason == BlockReason.DUPLICATE_IN_PROGRESS and rr.status.duplicate_of:
-            original_body = self.rrs.get(f"{rr.metadata.namespace}/{rr.status.duplicate_of}")
-            original_exists = original_body is not None
-            original = self.rrs.parsed(original_body, _parse_rr) if original_body else None
-        target = build_rr_target(rr)
-        lock = self._lock_on(target)
-        decision = decide_blocked(
-            rr,
-            original=original,
-            original_exists=original_exists,
-            same_target=self._executions_on(target, lock=lock),
-            lock=lock,
-            now=now,
-        )
-        match decision.action:
-            case BlockedAction.STAY:
-                if decision.requeue_after is None:
-                    return Result.done()
-                return Result.after(decision.requeue_after.total_seconds())
-            case BlockedAction.RESUME:
-                status = rem.build_resumed_status(rr)
-                await self._transitioned(rr, status, Phase.BLOCKED, now)
-                return Result.after(0)
-            case BlockedAction.COMPLETE:
-                await self._finish(rr, rem.build_completed_status(rr, now, from_duplicate=True), now, Phase.BLOCKED)
-                return Result.done()
-            case BlockedAction.FAIL:
-                status = rem.build_failed_status(
-                    rr, now, failure_phase=decision.failure_phase, failure_reason=decision.failure_reason
-                )
-                if decision.failure_phase == rem.FAILURE_PHASE_BLOCKED:
-                    RO_BLOCKED_COOLDOWN_EXPIRED.inc()
-                await self._finish(rr, status, now, Phase.BLOCKED)
-                return Result.done()
-        return Result.done()  # pragma: no cover
-
-    async def _block(
-        self, rr: RemediationRequest, decision: RoutingDecision, from_phase: Phase, workflow_id: str
-    ) -> Result:
-        now = self.clock()
-        status = rem.build_blocked_status(rr, decision, from_phase)
-        data = rem.build_blocked_event_data(rr, decision, from_phase, Phase.BLOCKED, workflow_id, now)
-        await self._record(rr, status, "orchestrator.routing.blocked", "pending", data, now)
-        if decision.reason == BlockReason.CONSECUTIVE_FAILURES and self._first_exhausted_block(rr):
-            status = await self._notify(
-                rr,
-                status,
-                self._manual_review(
-                    rr,
-                    rem.ManualReview(
-                        source="RemediationOrchestrator",
-                        reason="ExhaustedRetries",
-                        message=decision.message,
-                        priority="critical",
-                        # the block decision carries no count; the streak it was decided on does
-                        retry_count=compute_consecutive_failures(rr, self._same_fingerprint(rr))[0],
-                        max_retries=self.routing.consecutive_failure_threshold,
-                    ),
-                ),
-                "RemediationOrchestrator",
-                "ExhaustedRetries",
-            )
-        await self._write(rr, status)
-        namespace = rr.metadata.namespace
-        RO_BLOCKED_TOTAL.labels(namespace=namespace, reason=decision.reason).inc()
-        if decision.duplicate_of:
-            RO_DUPLICATES_SKIPPED.labels(skip_reason="DuplicateInProgress", namespace=namespace).inc()
-        RO_PHASE_TRANSITIONS.labels(from_phase=from_phase.value, to_phase="Blocked", namespace=namespace).inc()
-        if decision.requeue_after is None:
-            return Result.done()
-        return Result.after(decision.requeue_after.total_seconds())
-
-    def _first_exhausted_block(self, rr: RemediationRequest) -> bool:
-        return rem.decide_exhausted_retries_notice(rr, self._same_fingerprint(rr))
-
-    async def _previous_execution_failed(
-        self, rr: RemediationRequest, decision: RoutingDecision, workflow_id: str
-    ) -> Result:
-        now = self.clock()
-        status = rem.build_previous_execution_failed_status(rr, decision, now)
-        data = rem.build_blocked_event_data(rr, decision, Phase.ANALYZING, Phase.FAILED, workflow_id, now)
-        await self._record(rr, status, "orchestrator.routing.blocked", "pending", data, now)
-        status = await self._notify(
-            rr,
-            status,
-            self._manual_review(
-                rr,
-                rem.ManualReview(
-                    source="WorkflowExecution",
-                    reason="PreviousExecutionFailed",
-                    message=decision.message,
-                    priority="critical",
-                    previous_execution=decision.blocking_workflow_execution,
-                ),
-            ),
-            "WorkflowExecution",
-            "PreviousExecutionFailed",
-        )
-        await self._finish(rr, status, now, Phase.ANALYZING)
-        return Result.done()
-
-    async def _time_out(self, rr: RemediationRequest, decision: rem.TimeoutDecision) -> Result:
-        now = self.clock()
-        status = rem.build_timed_out_status(rr, decision, now)
-        status = await self._notify(
-            rr,
-            status,
-            rem.build_timeout_notification(rr, decision, self.settings.notifications.for_priority(decision.priority)),
-            "",
-            "",
-        )
-        RO_TIMEOUTS.labels(phase=decision.phase, namespace=rr.metadata.namespace).inc()
-        await self._finish(rr, status, now, rr.status.overall_phase or Phase.PENDING)
-        return Result.done()
-
-    async def _mirror_notification(self, rr: RemediationRequest) -> Result:
-        refs = rr.status.notification_request_refs or []
-        if not refs:
-            return Result.done()
-        ref = refs[-1]
-        body = self.notifications.get(f"{ref.namespace or rr.metadata.namespace}/{ref.name}")
-        if body is None and not self.notifications.synced.is_set():
-            return Result.done()
-        raw = (body or {}).get("status", {}).get("phase")
-        phase = NotificationPhase(raw) if raw in NotificationPhase._value2member_map_ else None
-        status = rem.build_notification_mirror(rr, phase, body is None, self.clock())
-        await self._write(rr, status)
-        return Result.done()
-
-    # -- shared steps ----------------------------------------------------------------------------
-
-    def _manual_review(self, rr: RemediationRequest, review: rem.ManualReview) -> dict[str, Any]:
-        channels = self.settings.notifications.for_priority(review.priority)
-        return rem.build_manual_review_notification(rr, review, channels)
+    # -- the history the plans read ----------------------------------------------------------------
 
     def _route(self, rr: RemediationRequest, *, workflow_id: str, stage: RoutingStage) -> RoutingDecision:
-        target = build_rr_target(rr)
-        lock = self._lock_on(target)
-        return decide_routing(
-            rr,
-            workflow_id=workflow_id,
-            stage=stage,
-            same_fingerprint=self._same_fingerprint(rr),
-            same_target=self._executions_on(target, workflow_id=workflow_id, lock=lock),
-            lock=lock,
-            now=self.clock(),
-            config=self.routing,
-        )
+        """The routing decision the plans would make for rr now."""
+        history = CachedHistory(self, rr)
+        return tr.route(rr, history, workflow_id=workflow_id, stage=stage, now=self.clock(), policy=self.routing)
 
     def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
         """The requests of rr's signal that can still decide anything about it: every active one, and
@@ -577,53 +328,11 @@ class Orchestrator:
         namespace, wfe = parse_owner(body)
         return LockHolder(pipeline_run=name, workflow_execution=wfe, namespace=namespace)
 
-    async def _transitioned(
-        self, rr: RemediationRequest, status: RemediationRequestStatus, from_phase: Phase, now: datetime
-    ) -> None:
-        to_phase = status.overall_phase or Phase.PENDING
-        data = {"from_phase": from_phase.value, "to_phase": to_phase.value}
-        await self._record(rr, status, "orchestrator.phase.transitioned", "success", data, now)
-        await self._write(rr, status)
-        RO_PHASE_TRANSITIONS.labels(
-            from_phase=from_phase.value, to_phase=to_phase.value, namespace=rr.metadata.namespace
-        ).inc()
-
-    async def _finish(
-        self, rr: RemediationRequest, status: RemediationRequestStatus, now: datetime, from_phase: Phase
-    ) -> None:
-        """A terminal transition: lifecycle.completed audit, then the status write."""
-        to_phase = status.overall_phase or Phase.FAILED
-        success = to_phase == Phase.COMPLETED
-        data: dict[str, Any] = {
-            "outcome": status.outcome.value if success and status.outcome else to_phase.value,
-            "duration_ms": rem.duration_ms(rr, now),
-        }
-        if not success:
-            data["failure_phase"] = status.failure_phase or (status.timeout_phase and rem.FAILURE_PHASE_TIMEOUT) or ""
-            data["failure_reason"] = status.failure_reason or status.message or to_phase.value
-        await self._record(
-            rr, status, "orchestrator.lifecycle.completed", "success" if success else "failure", data, now
-        )
-        crash_point("orchestrator.terminal-recorded")
-        await self._write(rr, status)
-        RO_PHASE_TRANSITIONS.labels(
-            from_phase=from_phase.value, to_phase=to_phase.value, namespace=rr.metadata.namespace
-        ).inc()
-
-    async def _record(
-        self,
-        rr: RemediationRequest,
-        status: RemediationRequestStatus,
-        event_type: str,
-        outcome: str,
-        data: dict[str, Any],
-        now: datetime,
-    ) -> None:
-        event: AuditEvent = rem.build_rr_event(rr, status, event_type, outcome, data, now)
+    async def _record(self, rr: RemediationRequest, event: AuditEvent) -> None:
         try:
             await self.audit.record(event)
         except Exception as exc:  # audit failures are logged and never change routing
-            log.warning("Audit event %s for %s not recorded: %s", event_type, rr.key, exc)
+            log.warning("Audit event %s for %s not recorded: %s", event.event_type, rr.key, exc)
 
     async def _write(self, rr: RemediationRequest, status: RemediationRequestStatus) -> None:
         """Merge-patch the status, with the resourceVersion the pass decided from as precondition.
@@ -662,17 +371,6 @@ class Orchestrator:
             self.rrs.apply("MODIFIED", updated.to_dict())
             return
 
-    async def _fetch_request(self, rr: RemediationRequest) -> Body | None:
-        try:
-            found = await self.client.get(RemediationRequestResource, rr.metadata.name, namespace=rr.metadata.namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        body: Body = found.to_dict()
-        self.rrs.apply("MODIFIED", body)
-        return body
-
     async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body | None:
         """Create `we-<rr>` (idempotent: an existing one owned by this request is reused)."""
         name = manifest["metadata"]["name"]
@@ -705,46 +403,47 @@ class Orchestrator:
         with contextlib.suppress(Exception):
             await self._fetch_execution(rr, name)
 
+    async def _fetch_request(self, rr: RemediationRequest) -> Body | None:
+        return await self._fetch(self.rrs, RemediationRequestResource, rr.metadata.name, rr.metadata.namespace)
+
     async def _fetch_execution(self, rr: RemediationRequest, name: str) -> Body | None:
+        return await self._fetch(self.wfes, WorkflowExecutionResource, name, rr.metadata.namespace)
+
+    async def _fetch(self, cache: Cache, resource: Any, name: str, namespace: str) -> Body | None:
+        """Read an object from the API server into its cache; None when it does not exist."""
         try:
-            found = await self.client.get(WorkflowExecutionResource, name, namespace=rr.metadata.namespace)
+            found = await self.client.get(resource, name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
             raise
         body: Body = found.to_dict()
-        self.wfes.apply("MODIFIED", body)
+        cache.apply("MODIFIED", body)
         return body
 
     async def _notify(
-        self,
-        rr: RemediationRequest,
-        status: RemediationRequestStatus,
-        manifest: dict[str, Any],
-        source: str,
-        reason: str,
-    ) -> RemediationRequestStatus:
+        self, rr: RemediationRequest, status: RemediationRequestStatus | None, child: tr.Child | None
+    ) -> RemediationRequestStatus | None:
         """Create the notification (one per name) and reference it; errors never stop the transition."""
-        name = manifest["metadata"]["name"]
+        if child is None or status is None:
+            return status
+        name = child.manifest["metadata"]["name"]
         try:
-            created = await self.client.create(NotificationRequestResource(manifest))
-            manifest["metadata"]["uid"] = created.metadata.uid
-            if source:
-                RO_MANUAL_REVIEW.labels(
-                    source=source, reason=reason, sub_reason="none", namespace=rr.metadata.namespace
-                ).inc()
+            created = await self.client.create(NotificationRequestResource(child.manifest))
         except ApiError as exc:
             if exc.status.code != 409:
                 log.warning("Notification %s for %s not created: %s", name, rr.key, exc.status.message)
                 return status
-            try:
-                existing = await self.client.get(NotificationRequestResource, name, namespace=rr.metadata.namespace)
-                manifest["metadata"]["uid"] = existing.metadata.uid
-            except ApiError:
-                pass
-        status = rem.with_notification_ref(status, manifest)
-        status.notification_status = status.notification_status or NotificationStatus.PENDING
-        return status
+            return tr.with_notification(status, child.manifest, await self._notification_uid(rr, name))
+        _count(child.counts)
+        return tr.with_notification(status, child.manifest, created.metadata.uid or "")
+
+    async def _notification_uid(self, rr: RemediationRequest, name: str) -> str:
+        try:
+            existing = await self.client.get(NotificationRequestResource, name, namespace=rr.metadata.namespace)
+        except ApiError:
+            return ""
+        return existing.metadata.uid or ""
 
 
 def _same_transition(rr: RemediationRequest, body: Body) -> bool:
@@ -791,12 +490,57 @@ def _wfe_finish_order(body: Body) -> tuple[datetime, datetime, str, str]:
     return (completed, created, str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
-def _deleted_unfinished(body: Body) -> bool:
-    """A WFE being deleted before it finished (it may linger while the executor's finalizer releases its lock)."""
-    return (
-        bool((body.get("metadata") or {}).get("deletionTimestamp"))
-        and (body.get("status") or {}).get("phase") not in _TERMINAL_WFE
-    )
+class CachedHistory:
+    """The `RoutingHistory` of one request, read from the orchestrator's informer caches."""
+
+    def __init__(self, ro: Orchestrator, rr: RemediationRequest) -> None:
+        self._ro = ro
+        self._rr = rr
+        self.target = build_rr_target(rr)
+
+    def same_fingerprint(self) -> list[RemediationRequest]:
+        return self._ro._same_fingerprint(self._rr)
+
+    def executions_on(self, workflow_id: str = "", lock: LockHolder | None = None) -> list[WorkflowExecution]:
+        return self._ro._executions_on(self.target, workflow_id=workflow_id, lock=lock)
+
+    def lock(self) -> LockHolder | None:
+        return self._ro._lock_on(self.target)
+
+    def request(self, name: str) -> RemediationRequest | None:
+        body = self._ro.rrs.get(f"{self._rr.metadata.namespace}/{name}")
+        return self._ro.rrs.parsed(body, _parse_rr) if body is not None else None
+
+    def execution(self, name: str) -> WorkflowExecution | None:
+        body = self._ro.wfes.get(f"{self._rr.metadata.namespace}/{name}")
+        return self._ro.wfes.parsed(body, _parse_wfe) if body is not None else None
+
+    def catalog(self) -> list[RemediationWorkflow]:
+        return self._ro._catalog()
+
+    def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
+        notifications = self._ro.notifications
+        body = notifications.get(f"{namespace}/{name}")
+        if body is None:
+            return tr.TrackedNotification(found=False) if notifications.synced.is_set() else None
+        return tr.TrackedNotification(found=True, phase=(body.get("status") or {}).get("phase"))
+
+
+_COUNTERS = {
+    tr.Metric.PHASE_TRANSITIONS: RO_PHASE_TRANSITIONS,
+    tr.Metric.BLOCKED: RO_BLOCKED_TOTAL,
+    tr.Metric.DUPLICATES_SKIPPED: RO_DUPLICATES_SKIPPED,
+    tr.Metric.BLOCKED_COOLDOWN_EXPIRED: RO_BLOCKED_COOLDOWN_EXPIRED,
+    tr.Metric.TIMEOUTS: RO_TIMEOUTS,
+    tr.Metric.CHILD_CREATIONS: RO_CHILD_CREATIONS,
+    tr.Metric.MANUAL_REVIEW: RO_MANUAL_REVIEW,
+}
+
+
+def _count(counts: tuple[tr.Count, ...]) -> None:
+    for counted in counts:
+        counter = _COUNTERS[counted.metric]
+        (counter.labels(**dict(counted.labels)) if counted.labels else counter).inc()
 
 
 def _index_active_rr_by_fingerprint(body: Body) -> list[str]:

@@ -146,6 +146,27 @@ def _is_execution_failure(wfe: WorkflowExecution) -> bool:
     return details is not None and details.was_execution_failure is True
 
 
+def _block_until(
+    reason: BlockReason,
+    message: str,
+    until: datetime,
+    now: datetime,
+    *,
+    consecutive_failure_count: int = 0,
+    next_allowed_execution: datetime | None = None,
+) -> RoutingDecision:
+    """A time-based block: it ends at `until`, when the request is looked at again."""
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=reason.value,
+        message=message,
+        blocked_until=until,
+        requeue_after=until - now,
+        consecutive_failure_count=consecutive_failure_count,
+        next_allowed_execution=next_allowed_execution,
+    )
+
+
 # --- check 1: ConsecutiveFailures -------------------------------------------------------------
 
 
@@ -193,13 +214,8 @@ def _check_consecutive_failures(
     until = newest + config.consecutive_failure_cooldown
     if not now < until:
         return None
-    return RoutingDecision(
-        kind=DecisionKind.BLOCK,
-        reason=BlockReason.CONSECUTIVE_FAILURES.value,
-        message=f"{count} consecutive failures. Cooldown expires: {format_rfc3339(until)}",
-        blocked_until=until,
-        requeue_after=until - now,
-    )
+    message = f"{count} consecutive failures. Cooldown expires: {format_rfc3339(until)}"
+    return _block_until(BlockReason.CONSECUTIVE_FAILURES, message, until, now)
 
 
 # --- check 2: DuplicateInProgress -------------------------------------------------------------
@@ -314,14 +330,11 @@ def _check_recently_remediated(
     if not now - completion < cooldown:
         return None
     until = completion + cooldown
-    return RoutingDecision(
-        kind=DecisionKind.BLOCK,
-        reason=BlockReason.RECENTLY_REMEDIATED.value,
-        message=f"WorkflowExecution {latest.metadata.name} (workflow {latest.spec.workflow_ref.workflow_id}) "
-        f"remediated target {target} recently. Cooldown expires: {format_rfc3339(until)}",
-        blocked_until=until,
-        requeue_after=until - now,
+    message = (
+        f"WorkflowExecution {latest.metadata.name} (workflow {latest.spec.workflow_ref.workflow_id}) "
+        f"remediated target {target} recently. Cooldown expires: {format_rfc3339(until)}"
     )
+    return _block_until(BlockReason.RECENTLY_REMEDIATED, message, until, now)
 
 
 # --- check 5: ExponentialBackoff ----------------------------------------------------------------
@@ -375,13 +388,15 @@ def _check_backoff(
     n, next_allowed = compute_target_backoff(on_target, target, now, config)
     if next_allowed is None or not now < next_allowed:
         return None
-    return RoutingDecision(
-        kind=DecisionKind.BLOCK,
-        reason=BlockReason.EXPONENTIAL_BACKOFF.value,
-        message=f"Exponential backoff active. Next execution allowed at {format_rfc3339(next_allowed)} "
-        f"({n} consecutive failures on target {target})",
-        blocked_until=next_allowed,
-        requeue_after=next_allowed - now,
+    message = (
+        f"Exponential backoff active. Next execution allowed at {format_rfc3339(next_allowed)} "
+        f"({n} consecutive failures on target {target})"
+    )
+    return _block_until(
+        BlockReason.EXPONENTIAL_BACKOFF,
+        message,
+        next_allowed,
+        now,
         consecutive_failure_count=n,
         next_allowed_execution=next_allowed,
     )
