@@ -205,7 +205,9 @@ async def test_every_dashboard_query_is_valid_and_the_exercised_panels_show_data
                 """(invalid queries, exercised panels without data), each with the query and the answer."""
                 failures: list[str] = []
                 empty: list[str] = []
-                for title, expr in dashboard_queries():
+                queries = dashboard_queries()
+                assert queries, f"no panel queries in {DASHBOARD}"
+                for title, expr in queries:
                     query = substitute(expr, namespace)
                     answer = await server.query(query)
                     if answer.get("status") != "success":
