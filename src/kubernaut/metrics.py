@@ -14,6 +14,11 @@ WATCH_LISTS = Counter(
     "LISTs that replaced a cache: at start (reason start) or after a watch expired (410 Gone, reason expired).",
     ["resource", "reason"],
 )
+RECONCILE_ERRORS = Counter(
+    "kubernaut_reconcile_errors_total",
+    "Reconciles that failed (other than write conflicts) and were retried with back-off.",
+    ["controller"],
+)
 RECONCILE_CONFLICTS = Counter(
     "kubernaut_reconcile_conflicts_total",
     "Reconciles that met a write conflict (409) and were retried.",
@@ -37,6 +42,13 @@ WE_DURATION_SECONDS = Histogram(
     "Duration of workflow runs (0 for failures before execution).",
     ["outcome"],
     buckets=(5, 10, 20, 40, 80, 160, 320),
+)
+# Locks are held for the run plus the cooldown; blocks can delay an execution for an hour.
+_LONG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+WE_LOCK_HOLD_SECONDS = Histogram(
+    "workflowexecution_lock_hold_seconds",
+    "From a run's start (its lock taken) to the lock's release after the cooldown.",
+    buckets=_LONG_BUCKETS,
 )
 WE_PIPELINERUN_CREATIONS = Counter(
     "workflowexecution_reconciler_pipelinerun_creations_total", "PipelineRuns created (not adopted)."
@@ -63,6 +75,12 @@ RO_MANUAL_REVIEW = Counter(
 )
 RO_TIMEOUTS = Counter(f"{_RO}timeouts_total", "Timeouts.", ["phase", "namespace"])
 RO_RECONCILE_TOTAL = Counter(f"{_RO}reconcile_total", "Reconciles.", ["namespace", "phase"])
+RO_TIME_TO_EXECUTION = Histogram(
+    f"{_RO}time_to_execution_seconds",
+    "From a RemediationRequest's creation to the creation of its WorkflowExecution (routing and blocks included).",
+    ["namespace"],
+    buckets=_LONG_BUCKETS,
+)
 RO_RECONCILE_DURATION = Histogram(f"{_RO}reconcile_duration_seconds", "Reconcile duration.", ["namespace", "phase"])
 
 

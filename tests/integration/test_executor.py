@@ -70,6 +70,7 @@ async def test_happy_path_creates_lock_mirrors_completion_and_releases(
     lock = build_lock_name(target)
     creations = metric("workflowexecution_reconciler_pipelinerun_creations_total")
     completed = metric("workflowexecution_reconciler_total", {"outcome": "Completed"})
+    holds, held = metric("workflowexecution_lock_hold_seconds_count"), metric("workflowexecution_lock_hold_seconds_sum")
     clock = OffsetClock()
     async with running(kubeconfig, settings, ("executor",), audit=audit, clock=clock) as manager:
         await kube.create(
@@ -186,3 +187,6 @@ async def test_happy_path_creates_lock_mirrors_completion_and_releases(
         await settled(manager)  # the LockReleased Event follows the delete
         reasons = {reason for _, reason, _ in await events_for(kube, namespace, "wfe-a")}
         assert {"PipelineRunCreated", "WorkflowCompleted", "LockReleased"} <= reasons
+        # Held from the start to the release, on the executor's clock: the 100 s it was advanced.
+        assert metric("workflowexecution_lock_hold_seconds_count") == holds + 1
+        assert 100 <= metric("workflowexecution_lock_hold_seconds_sum") - held < 160

@@ -108,6 +108,9 @@ async def test_new_request_starts_pending_with_start_time_and_one_started_event(
     start = parse_time(status["startTime"])
     assert abs(start - clock()) < timedelta(minutes=1)
     assert start - parse_time(created["metadata"]["creationTimestamp"]) > timedelta(days=6)
+    # Creation to execution, on the orchestrator's clock: the week it ran ahead.
+    assert metric(f"{RO}time_to_execution_seconds_count", {"namespace": namespace}) == 1
+    assert metric(f"{RO}time_to_execution_seconds_sum", {"namespace": namespace}) > 6 * 24 * 3600
     started = the_one(audit, "orchestrator.lifecycle.started", "rr-1")
     assert started["event_outcome"] == "pending"
     assert started["correlation"] == created["metadata"]["uid"]

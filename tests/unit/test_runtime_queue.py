@@ -6,6 +6,7 @@ Time is a fake clock; the tests move it and release what is due themselves, so n
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kubernaut.kube.runtime import Controller, Result, WorkQueue
 
@@ -219,6 +220,7 @@ async def test_controller_backs_off_on_errors_and_resets_after_a_success() -> No
             raise RuntimeError("boom")
         return Result.done()
 
+    errors = REGISTRY.get_sample_value("kubernaut_reconcile_errors_total", {"controller": "c"}) or 0.0
     controller = Controller("c", reconcile, workers=2, base_delay=1.0, max_delay=30.0, clock=clock)
     stop = asyncio.Event()
     running = asyncio.create_task(controller.run(stop))
@@ -237,6 +239,7 @@ async def test_controller_backs_off_on_errors_and_resets_after_a_success() -> No
             controller.queue.release_due()
             await settle()
         assert waits == [1, 2, 4, 1]  # doubled per failure; after the success it starts at the base again
+        assert REGISTRY.get_sample_value("kubernaut_reconcile_errors_total", {"controller": "c"}) == errors + 4
         assert len(passes) == 6
         assert controller.queue.num_requeues("a") == 0
         assert len(controller.queue) == 0

@@ -214,8 +214,10 @@ def test_a_routed_request_creates_its_execution_and_moves_to_executing() -> None
     assert transition.execution is not None
     assert transition.execution.manifest["metadata"]["name"] == "we-rr-1"
     assert counted(transition.execution.counts) == [
-        (tr.Metric.CHILD_CREATIONS, {"child_type": "WorkflowExecution", "namespace": NS})
+        (tr.Metric.CHILD_CREATIONS, {"child_type": "WorkflowExecution", "namespace": NS}),
+        (tr.Metric.TIME_TO_EXECUTION, {"namespace": NS}),
     ]
+    assert transition.execution.counts[1].value == 60.0  # created a minute before this pass
     assert transition.status is not None
     assert transition.status.overall_phase == RemediationPhase.EXECUTING
     assert transition.status.workflow_execution_ref is not None

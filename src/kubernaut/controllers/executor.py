@@ -37,7 +37,12 @@ from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
 from kubernaut.kube.runtime import Body, Controller, Result, object_key
-from kubernaut.metrics import WE_DURATION_SECONDS, WE_PIPELINERUN_CREATIONS, WE_RECONCILER_TOTAL
+from kubernaut.metrics import (
+    WE_DURATION_SECONDS,
+    WE_LOCK_HOLD_SECONDS,
+    WE_PIPELINERUN_CREATIONS,
+    WE_RECONCILER_TOTAL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +275,8 @@ class Executor:
             crash_point("executor.cooldown-waiting")
             return Result.after(decision.requeue_after.total_seconds()) if decision.requeue_after else Result.done()
         if await self._release_lock(wfe):
+            if wfe.status.start_time is not None:
+                WE_LOCK_HOLD_SECONDS.observe(max(0.0, (now - wfe.status.start_time).total_seconds()))
             body = self.wfes.get(wfe.key) or {}
             await self.events.emit(
                 body, "Normal", "LockReleased", f"Lock released for {wfe.spec.target_resource} after cooldown", now

@@ -63,6 +63,7 @@ from kubernaut.metrics import (
     RO_PHASE_TRANSITIONS,
     RO_RECONCILE_DURATION,
     RO_RECONCILE_TOTAL,
+    RO_TIME_TO_EXECUTION,
     RO_TIMEOUTS,
 )
 
@@ -535,12 +536,17 @@ _COUNTERS = {
     tr.Metric.CHILD_CREATIONS: RO_CHILD_CREATIONS,
     tr.Metric.MANUAL_REVIEW: RO_MANUAL_REVIEW,
 }
+_HISTOGRAMS = {tr.Metric.TIME_TO_EXECUTION: RO_TIME_TO_EXECUTION}
 
 
 def _count(counts: tuple[tr.Count, ...]) -> None:
     for counted in counts:
-        counter = _COUNTERS[counted.metric]
-        (counter.labels(**dict(counted.labels)) if counted.labels else counter).inc()
+        if counted.value is None:
+            counter = _COUNTERS[counted.metric]
+            (counter.labels(**dict(counted.labels)) if counted.labels else counter).inc()
+        else:
+            histogram = _HISTOGRAMS[counted.metric]
+            (histogram.labels(**dict(counted.labels)) if counted.labels else histogram).observe(counted.value)
 
 
 def _index_active_rr_by_fingerprint(body: Body) -> list[str]:

@@ -119,16 +119,24 @@ class Metric(StrEnum):
     TIMEOUTS = "Timeouts"
     CHILD_CREATIONS = "ChildCreations"
     MANUAL_REVIEW = "ManualReview"
+    TIME_TO_EXECUTION = "TimeToExecution"
 
 
 @dataclass(frozen=True)
 class Count:
+    """One increment of a counter, or (with `value`) one observation of a histogram."""
+
     metric: Metric
     labels: tuple[tuple[str, str], ...] = ()
+    value: float | None = None
 
 
 def count(metric: Metric, **labels: str) -> Count:
     return Count(metric, tuple(labels.items()))
+
+
+def observe(metric: Metric, value: float, **labels: str) -> Count:
+    return Count(metric, tuple(labels.items()), value)
 
 
 @dataclass(frozen=True)
@@ -341,10 +349,14 @@ def plan_analyzing(rr: RemediationRequest, history: RoutingHistory, now: datetim
 
 def _execute(rr: RemediationRequest, selected: SelectedWorkflow, now: datetime) -> Transition:
     manifest = rem.build_workflow_execution(rr, selected)
-    created = count(Metric.CHILD_CREATIONS, child_type="WorkflowExecution", namespace=rr.metadata.namespace)
+    namespace = rr.metadata.namespace
+    created = [count(Metric.CHILD_CREATIONS, child_type="WorkflowExecution", namespace=namespace)]
+    if rr.metadata.creation_timestamp is not None:
+        waited = max(0.0, (now - rr.metadata.creation_timestamp).total_seconds())
+        created.append(observe(Metric.TIME_TO_EXECUTION, waited, namespace=namespace))
     status = rem.build_executing_status(rr, manifest["metadata"]["name"], selected, now)
     # requeue None: the execution's events wake it; the resync period bounds the wait
-    return _moved(rr, status, Phase.ANALYZING, now, execution=Child(manifest, (created,)))
+    return _moved(rr, status, Phase.ANALYZING, now, execution=Child(manifest, tuple(created)))
 
 
 def plan_creation_refused(rr: RemediationRequest, error: str, now: datetime) -> Transition:

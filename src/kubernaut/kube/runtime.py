@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernaut.kube.errors import Conflict, to_kube_error
-from kubernaut.metrics import RECONCILE_CONFLICTS
+from kubernaut.metrics import RECONCILE_CONFLICTS, RECONCILE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,7 @@ class Controller:
                     RECONCILE_CONFLICTS.labels(controller=self.name).inc()
                     log.debug("Reconcile of %s %s met a write conflict (retry in %.2fs)", self.name, key, delay)
                     continue
+                RECONCILE_ERRORS.labels(controller=self.name).inc()
                 log.warning(
                     "Reconcile of %s %s failed (retry in %.2fs): %s",
                     self.name,
