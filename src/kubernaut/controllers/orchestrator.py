@@ -11,7 +11,6 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
 from kubernaut.api.audit import AuditEvent
@@ -44,7 +43,8 @@ from kubernaut.domain import transitions as tr
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.client import patch_status
+from kubernaut.kube.api import create_idempotent, get_object, patch_status_if_current
+from kubernaut.kube.errors import Conflict, KubeError, Refused
 from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import (
@@ -259,11 +259,9 @@ class Orchestrator:
         if child is None:
             return transition
         try:
-            created = await self._create_execution(rr, child.manifest)
+            await self._create_execution(rr, child.manifest)
         except CreationRefused as exc:
             return tr.plan_creation_refused(rr, str(exc), now)
-        if created is None:
-            return tr.CREATION_LOST
         crash_point("orchestrator.execution-created")
         _count(child.counts)
         return transition
@@ -354,47 +352,44 @@ class Orchestrator:
         version = rr.metadata.resource_version
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                updated = await patch_status(
+                await patch_status_if_current(
                     self.client,
                     RemediationRequestResource,
                     rr.metadata.name,
                     rr.metadata.namespace,
                     patch,
                     resource_version=version,
+                    into=self.rrs,
                 )
             except Exception as exc:
-                conflict = isinstance(exc, ApiError) and exc.status.code == 409
                 fresh = await self._fetch_request(rr)
-                if not conflict or attempt == WRITE_ATTEMPTS - 1 or fresh is None or not _same_transition(rr, fresh):
+                if (
+                    not isinstance(exc, Conflict)
+                    or attempt == WRITE_ATTEMPTS - 1
+                    or fresh is None
+                    or not _same_transition(rr, fresh)
+                ):
                     raise
                 version = fresh["metadata"]["resourceVersion"]
                 continue
-            self.rrs.apply("MODIFIED", updated.to_dict())
             return
 
-    async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body | None:
+    async def _create_execution(self, rr: RemediationRequest, manifest: dict[str, Any]) -> Body:
         """Create `we-<rr>` (idempotent: an existing one owned by this request is reused)."""
         name = manifest["metadata"]["name"]
         try:
-            created = await self.client.create(WorkflowExecutionResource(manifest))
-        except ApiError as exc:
-            if exc.status.code in (400, 403, 422):
-                raise CreationRefused(exc.status.message or str(exc)) from exc
-            if exc.status.code != 409:
-                await self._learn_execution(rr, name)
-                raise  # transient: retried with back-off
-            existing = await self._fetch_execution(rr, name)
-            if existing is None:
-                return None
-            owners = (existing.get("metadata") or {}).get("ownerReferences") or []
-            if not any(owner.get("uid") == rr.metadata.uid for owner in owners):
-                raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request") from exc
-            return existing
-        except Exception:
+            body, created = await create_idempotent(self.client, WorkflowExecutionResource(manifest), into=self.wfes)
+        except Refused as exc:
+            if exc.code in (400, 403, 422):
+                raise CreationRefused(exc.message or str(exc)) from exc
             await self._learn_execution(rr, name)
             raise
-        body: Body = created.to_dict()
-        self.wfes.apply("MODIFIED", body)
+        except Exception:
+            await self._learn_execution(rr, name)
+            raise  # transient: retried with back-off
+        owners = (body.get("metadata") or {}).get("ownerReferences") or []
+        if not created and not any(owner.get("uid") == rr.metadata.uid for owner in owners):
+            raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request")
         return body
 
     async def _learn_execution(self, rr: RemediationRequest, name: str) -> None:
@@ -412,15 +407,7 @@ class Orchestrator:
 
     async def _fetch(self, cache: Cache, resource: Any, name: str, namespace: str) -> Body | None:
         """Read an object from the API server into its cache; None when it does not exist."""
-        try:
-            found = await self.client.get(resource, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        body: Body = found.to_dict()
-        cache.apply("MODIFIED", body)
-        return body
+        return await get_object(self.client, resource, name, namespace, into=cache)
 
     async def _notify(
         self, rr: RemediationRequest, status: RemediationRequestStatus | None, child: tr.Child | None
@@ -430,21 +417,13 @@ class Orchestrator:
             return status
         name = child.manifest["metadata"]["name"]
         try:
-            created = await self.client.create(NotificationRequestResource(child.manifest))
-        except ApiError as exc:
-            if exc.status.code != 409:
-                log.warning("Notification %s for %s not created: %s", name, rr.key, exc.status.message)
-                return status
-            return tr.with_notification(status, child.manifest, await self._notification_uid(rr, name))
-        _count(child.counts)
-        return tr.with_notification(status, child.manifest, created.metadata.uid or "")
-
-    async def _notification_uid(self, rr: RemediationRequest, name: str) -> str:
-        try:
-            existing = await self.client.get(NotificationRequestResource, name, namespace=rr.metadata.namespace)
-        except ApiError:
-            return ""
-        return existing.metadata.uid or ""
+            body, created = await create_idempotent(self.client, NotificationRequestResource(child.manifest))
+        except KubeError as exc:
+            log.warning("Notification %s for %s not created: %s", name, rr.key, exc.message or exc)
+            return status
+        if created:
+            _count(child.counts)
+        return tr.with_notification(status, child.manifest, (body.get("metadata") or {}).get("uid") or "")
 
 
 def _same_transition(rr: RemediationRequest, body: Body) -> bool:

@@ -160,7 +160,6 @@ class Transition:
 
 
 IDLE = Transition()
-CREATION_LOST = Transition(requeue=CREATION_RETRY)
 
 
 # -- building blocks ----------------------------------------------------------------------------------
