@@ -26,6 +26,8 @@ from kubernaut.errors import ControlPlaneError
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _PROGRESS_EVERY = 15.0  # seconds between "still compiling" lines
+_BUILD_FLAGS = ("-trimpath",)
+_BUILD_ENV = {"CGO_ENABLED": "0"}  # static binaries
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,9 @@ def recipe(component: _Component) -> dict[str, str]:
     return {
         "package": component.package,
         "version": pinned_version(component),
+        "flags": " ".join(_BUILD_FLAGS),
         "ldflags": ldflags(component),
+        "env": " ".join(f"{k}={v}" for k, v in sorted(_BUILD_ENV.items())),
         "modules": digest.hexdigest(),
     }
 
@@ -191,32 +195,33 @@ def _go_version(go: str) -> str:
 
 
 def _build(component: _Component, out: Path, go: str, say: Callable[[str], None]) -> None:
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-    tmp = out.with_suffix(".partial")
+    # The machine's Go unless GOTOOLCHAIN says otherwise (kwok needs Go 1.26: GOTOOLCHAIN=auto fetches it).
+    env = {**os.environ, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"), **_BUILD_ENV}
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # builds in two processes do not mix
     started = time.monotonic()
-    cmd = [go, "build", "-v", "-trimpath", f"-ldflags={ldflags(component)}", "-o", str(tmp), component.package]
-    proc = subprocess.Popen(
+    cmd = [go, "build", "-v", *_BUILD_FLAGS, f"-ldflags={ldflags(component)}", "-o", str(tmp), component.package]
+    output: list[str] = []
+    compiled = 0
+    last_note = started
+    with subprocess.Popen(
         cmd,
         cwd=source_dir() / component.module_dir,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert proc.stdout is not None
-    output: list[str] = []
-    compiled = 0
-    last_note = started
-    for line in proc.stdout:
-        output.append(line.rstrip())
-        if line.startswith("go: downloading"):
-            say(f"controlplane:   {line.strip()}")
-        elif not line.startswith(("go: ", "#")) and " " not in line.strip():
-            compiled += 1  # `go build -v` names each package it compiles
-        if time.monotonic() - last_note >= _PROGRESS_EVERY:
-            last_note = time.monotonic()
-            say(f"controlplane:   {component.binary}: {compiled} packages compiled, {last_note - started:.0f}s")
-    if proc.wait() != 0:
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line.rstrip())
+            if line.startswith("go: downloading"):
+                say(f"controlplane:   {line.strip()}")
+            elif not line.startswith(("go: ", "#")) and " " not in line.strip():
+                compiled += 1  # `go build -v` names each package it compiles
+            if time.monotonic() - last_note >= _PROGRESS_EVERY:
+                last_note = time.monotonic()
+                say(f"controlplane:   {component.binary}: {compiled} packages compiled, {last_note - started:.0f}s")
+    if proc.returncode != 0:
         tail = "\n".join(output[-30:])
         raise ControlPlaneError(f"building {component.binary} failed:\n{tail}")
     tmp.rename(out)
@@ -238,8 +243,9 @@ def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBina
             say(f"controlplane: {component.binary} {pinned_version(component)} ready at {found}")
             paths[component.binary] = found
             continue
-        say(f"controlplane: building {component.binary} {pinned_version(component)} (once, a few minutes)...")
         paths[component.binary] = target / component.binary
+        why = "its recipe changed" if paths[component.binary].is_file() else "once, minutes when cold"
+        say(f"controlplane: building {component.binary} {pinned_version(component)} ({why})...")
         _build(component, paths[component.binary], _go(), say)
     return _binaries(paths)
 
