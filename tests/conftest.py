@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver, started once for the whole session and always stopped."""
+    """The local control plane (etcd, kube-apiserver, controller manager, scheduler, kwok), started once
+    for the whole session and always stopped."""
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
     plane.start()
     try:

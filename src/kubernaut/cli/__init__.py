@@ -90,7 +90,7 @@ def dev_up(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
-    """Run the whole system locally: etcd + kube-apiserver, CRDs, the sample catalog, the
+    """Run the whole system locally: the local control plane (a fake node, no kubelet), CRDs, the sample catalog, the
     Tekton stand-in and all controllers, with a SQLite audit store under the state dir.
     Runs until Ctrl-C (SIGINT) or SIGTERM, then stops everything."""
     settings = _settings(config)

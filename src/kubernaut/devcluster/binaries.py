@@ -1,10 +1,16 @@
-"""Find or build the control-plane binaries (kube-apiserver, etcd).
+"""Find or build the control-plane binaries: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (the fake kubelet).
 
-Order: `KUBEBUILDER_ASSETS` (binaries from setup-envtest or a package), then the cache
-`~/.cache/kubernaut/controlplane/<k8s>-<etcd>/`, else a build from the pinned Go modules in
-`tools/controlplane/` with the machine's Go toolchain.
+Order per binary: `KUBEBUILDER_ASSETS` (setup-envtest ships etcd and kube-apiserver; the others are
+used from there when present), then the cache `~/.cache/kubernaut/controlplane/<versions>/`, else a
+build from the pinned Go modules in `tools/controlplane/` with the machine's Go toolchain.
+
+Each cached binary has a `<binary>.json` stamp recording its version and build recipe (package,
+ldflags, hash of the module's go.mod and go.sum); a binary whose recipe changed is rebuilt.
 """
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -14,16 +20,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernaut.errors import ControlPlaneError
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
+_PROGRESS_EVERY = 15.0  # seconds between "still compiling" lines
+_BUILD_FLAGS = ("-trimpath",)
+_BUILD_ENV = {"CGO_ENABLED": "0"}  # static binaries
 
 
 @dataclass(frozen=True)
 class ControlPlaneBinaries:
-    kube_apiserver: Path
     etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kwok: Path
 
 
 @dataclass(frozen=True)
@@ -32,12 +45,25 @@ class _Component:
     module_dir: str
     package: str
     version_module: str
+    # Kubernetes components report this version at /version and in --version (clients such as
+    # knative refuse a server whose version does not parse).
+    stamp_kube_version: bool = False
 
 
 _COMPONENTS = (
     _Component("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
-    _Component("kube-apiserver", "apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes"),
+    _Component("kube-apiserver", "apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes", True),
+    _Component(
+        "kube-controller-manager",
+        "apiserver",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes",
+        True,
+    ),
+    _Component("kube-scheduler", "apiserver", "k8s.io/kubernetes/cmd/kube-scheduler", "k8s.io/kubernetes", True),
+    _Component("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok"),
 )
+_FROM_ENVTEST = ("etcd", "kube-apiserver")  # what KUBEBUILDER_ASSETS must hold
 
 
 def source_dir() -> Path:
@@ -62,81 +88,166 @@ def pinned_version(component: _Component) -> str:
     return match.group(1)
 
 
+def kube_version() -> str:
+    """The pinned Kubernetes version (kube-apiserver's)."""
+    return pinned_version(_component("kube-apiserver"))
+
+
+def _component(binary: str) -> _Component:
+    return next(c for c in _COMPONENTS if c.binary == binary)
+
+
 def cache_dir() -> Path:
-    versions = "-".join(pinned_version(c) for c in reversed(_COMPONENTS))
-    return cache_root() / versions
+    """One directory per set of pinned versions: Kubernetes, etcd, kwok."""
+    versions = [pinned_version(_component(binary)) for binary in ("kube-apiserver", "etcd", "kwok")]
+    return cache_root() / "-".join(versions)
 
 
-def _from_assets() -> ControlPlaneBinaries | None:
+def ldflags(component: _Component) -> str:
+    flags = ["-s", "-w"]
+    if component.stamp_kube_version:
+        version = pinned_version(component)
+        major, minor = version.removeprefix("v").split(".")[:2]
+        base = "k8s.io/component-base/version"
+        flags += [f"-X {base}.gitVersion={version}", f"-X {base}.gitMajor={major}", f"-X {base}.gitMinor={minor}"]
+    return " ".join(flags)
+
+
+def recipe(component: _Component) -> dict[str, str]:
+    """Everything a cached binary depends on; a different recipe means a rebuild."""
+    module = source_dir() / component.module_dir
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        try:
+            digest.update((module / name).read_bytes())
+        except OSError as exc:
+            raise ControlPlaneError(f"cannot read {module / name}: {exc.strerror}") from None
+    return {
+        "package": component.package,
+        "version": pinned_version(component),
+        "flags": " ".join(_BUILD_FLAGS),
+        "ldflags": ldflags(component),
+        "env": " ".join(f"{k}={v}" for k, v in sorted(_BUILD_ENV.items())),
+        "modules": digest.hexdigest(),
+    }
+
+
+def _stamp_path(binary: Path) -> Path:
+    return binary.with_name(f"{binary.name}.json")
+
+
+def _read_stamp(binary: Path) -> dict[str, Any]:
+    try:
+        stamp: dict[str, Any] = json.loads(_stamp_path(binary).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp
+
+
+def _cached(component: _Component) -> Path | None:
+    path = cache_dir() / component.binary
+    if not path.is_file():
+        return None
+    stamp = _read_stamp(path)
+    return path if stamp.get("recipe") == recipe(component) else None
+
+
+def _from_assets(component: _Component) -> Path | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if not assets:
         return None
-    found = ControlPlaneBinaries(Path(assets) / "kube-apiserver", Path(assets) / "etcd")
-    if not (found.kube_apiserver.is_file() and found.etcd.is_file()):
+    if not all((Path(assets) / name).is_file() for name in _FROM_ENVTEST):
         raise ControlPlaneError(f"KUBEBUILDER_ASSETS={assets} does not contain both kube-apiserver and etcd")
-    return found
+    path = Path(assets) / component.binary
+    return path if path.is_file() else None
+
+
+def _found(component: _Component) -> Path | None:
+    return _from_assets(component) or _cached(component)
+
+
+def _binaries(paths: dict[str, Path]) -> ControlPlaneBinaries:
+    return ControlPlaneBinaries(**{name.replace("-", "_"): path for name, path in paths.items()})
 
 
 def find_binaries() -> ControlPlaneBinaries | None:
     """Binaries ready to use without building, or None."""
-    assets = _from_assets()
-    if assets:
-        return assets
-    cached = ControlPlaneBinaries(cache_dir() / "kube-apiserver", cache_dir() / "etcd")
-    if cached.kube_apiserver.is_file() and cached.etcd.is_file():
-        return cached
-    return None
+    paths = {c.binary: _found(c) for c in _COMPONENTS}
+    if any(path is None for path in paths.values()):
+        return None
+    return _binaries({name: path for name, path in paths.items() if path is not None})
 
 
 def _go() -> str:
     go = shutil.which("go")
     if not go:
         raise ControlPlaneError(
-            "the Go toolchain is needed to build kube-apiserver and etcd once: install Go 1.24 "
-            "or newer (e.g. `apt-get install golang` or https://go.dev/dl), or set "
-            "KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd"
+            "the Go toolchain is needed to build the control plane once: install Go 1.26 "
+            "or newer (e.g. https://go.dev/dl), or set KUBEBUILDER_ASSETS to a directory holding "
+            "etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok"
         )
     return go
 
 
-def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBinaries:
-    """Build both binaries into the cache; prints progress; reuses what is already there."""
-    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = cache_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    go = _go()
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-    for component in _COMPONENTS:
-        out = target / component.binary
-        if out.is_file():
-            say(f"controlplane: {component.binary} {pinned_version(component)} already built at {out}")
-            continue
-        say(
-            f"controlplane: building {component.binary} {pinned_version(component)} (first time only, a few minutes)..."
-        )
-        started = time.monotonic()
-        tmp = out.with_suffix(".partial")
-        cmd = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), component.package]
-        proc = subprocess.Popen(
-            cmd,
-            cwd=source_dir() / component.module_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+def _go_version(go: str) -> str:
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def _build(component: _Component, out: Path, go: str, say: Callable[[str], None]) -> None:
+    # The machine's Go unless GOTOOLCHAIN says otherwise (kwok needs Go 1.26: GOTOOLCHAIN=auto fetches it).
+    env = {**os.environ, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"), **_BUILD_ENV}
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # builds in two processes do not mix
+    started = time.monotonic()
+    cmd = [go, "build", "-v", *_BUILD_FLAGS, f"-ldflags={ldflags(component)}", "-o", str(tmp), component.package]
+    output: list[str] = []
+    compiled = 0
+    last_note = started
+    with subprocess.Popen(
+        cmd,
+        cwd=source_dir() / component.module_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
         assert proc.stdout is not None
-        output: list[str] = []
         for line in proc.stdout:
             output.append(line.rstrip())
             if line.startswith("go: downloading"):
                 say(f"controlplane:   {line.strip()}")
-        if proc.wait() != 0:
-            tail = "\n".join(output[-30:])
-            raise ControlPlaneError(f"building {component.binary} failed:\n{tail}")
-        tmp.rename(out)
-        say(f"controlplane: built {component.binary} in {time.monotonic() - started:.0f}s")
-    return ControlPlaneBinaries(target / "kube-apiserver", target / "etcd")
+            elif not line.startswith(("go: ", "#")) and " " not in line.strip():
+                compiled += 1  # `go build -v` names each package it compiles
+            if time.monotonic() - last_note >= _PROGRESS_EVERY:
+                last_note = time.monotonic()
+                say(f"controlplane:   {component.binary}: {compiled} packages compiled, {last_note - started:.0f}s")
+    if proc.returncode != 0:
+        tail = "\n".join(output[-30:])
+        raise ControlPlaneError(f"building {component.binary} failed:\n{tail}")
+    tmp.rename(out)
+    seconds = time.monotonic() - started
+    stamp = {"recipe": recipe(component), "go": _go_version(go), "buildSeconds": round(seconds)}
+    _stamp_path(out).write_text(json.dumps(stamp, indent=2) + "\n")
+    say(f"controlplane: built {component.binary} {pinned_version(component)} in {seconds:.0f}s")
+
+
+def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBinaries:
+    """Build what is missing or stale into the cache; prints progress; reuses the rest."""
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    target = cache_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for component in _COMPONENTS:
+        found = _found(component)
+        if found:
+            say(f"controlplane: {component.binary} {pinned_version(component)} ready at {found}")
+            paths[component.binary] = found
+            continue
+        paths[component.binary] = target / component.binary
+        why = "its recipe changed" if paths[component.binary].is_file() else "once, minutes when cold"
+        say(f"controlplane: building {component.binary} {pinned_version(component)} ({why})...")
+        _build(component, paths[component.binary], _go(), say)
+    return _binaries(paths)
 
 
 def ensure_binaries() -> ControlPlaneBinaries:
@@ -145,11 +256,10 @@ def ensure_binaries() -> ControlPlaneBinaries:
 
 def main() -> int:
     try:
-        found = ensure_binaries()
+        build_binaries()
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"kube-apiserver: {found.kube_apiserver}\netcd: {found.etcd}")
     return 0
 
 

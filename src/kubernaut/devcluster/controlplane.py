@@ -1,7 +1,10 @@
-"""A real local control plane: etcd and kube-apiserver on free loopback ports.
+"""A real local control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, and kwok playing the kubelet of one fake node, `kwok-node-0`.
 
-Like controller-runtime's envtest there is no kubelet or controller-manager: objects are stored
-and served, admission and RBAC are real, nothing schedules pods.
+Objects are stored and served, admission and RBAC are real, the built-in controllers run (garbage
+collector, namespaces, Jobs, ServiceAccounts and their tokens...), pods are scheduled onto the fake
+node and kwok moves them through their lifecycle as its stages say (`tools/controlplane/kwok/stages/`);
+no container ever runs.
 """
 
 import base64
@@ -23,13 +26,16 @@ from typing import IO, Any, Self
 
 import yaml
 
-from kubernaut.devcluster.binaries import ControlPlaneBinaries, ensure_binaries
-from kubernaut.devcluster.certs import CertPaths, generate_pki
+from kubernaut.devcluster.binaries import ControlPlaneBinaries, ensure_binaries, source_dir
+from kubernaut.devcluster.certs import CertPaths, generate_pki, issue_client_cert
 from kubernaut.errors import ControlPlaneError
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+NODE_NAME = "kwok-node-0"
+_POD_CIDR = "10.64.0.0/16"  # kwok's pod IPs; apart from the service range 10.0.0.0/24
 
 
 def _die_with_parent() -> None:
@@ -92,6 +98,7 @@ class ControlPlane:
             self._start_etcd(binaries, timeout)
             self._start_apiserver(binaries, timeout)
             self._write_kubeconfig()
+            self._start_controllers(binaries, timeout)
         except BaseException:
             self.stop()
             raise
@@ -150,11 +157,119 @@ class ControlPlane:
             "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
+            # The ServiceAccount controller gives each namespace its `default` account, but a moment
+            # after the namespace exists; with this admission plugin on, a pod created in that moment
+            # is refused. No kubelet mounts tokens either, so pods are admitted without it.
             "--disable-admission-plugins=ServiceAccount",
             *self.extra_apiserver_args,
         ]
         proc = self._spawn("kube-apiserver", argv)
         self._wait(proc, self._api_ready, timeout)
+
+    def _start_controllers(self, binaries: ControlPlaneBinaries, timeout: float) -> None:
+        """kube-controller-manager, kube-scheduler and kwok: spawned together, then awaited."""
+        assert self.pki is not None
+        kcm_port, scheduler_port = free_port(), free_port()
+        # The controller manager signs in as itself and runs each controller under its own
+        # ServiceAccount (as kubeadm sets it up), so the bootstrap RBAC roles apply.
+        kcm_config = self._component_kubeconfig("kube-controller-manager", "system:kube-controller-manager", [])
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries.kube_controller_manager),
+                *_serving_args(kcm_config, kcm_port, self.state_dir / "kube-controller-manager"),
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={self.pki.sa_key}",
+                f"--root-ca-file={self.pki.ca_cert}",
+                f"--cluster-signing-cert-file={self.pki.ca_cert}",
+                f"--cluster-signing-key-file={self.pki.ca_key}",
+                "--controllers=*",
+            ],
+        )
+        scheduler_config = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler", [])
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(binaries.kube_scheduler),
+                *_serving_args(scheduler_config, scheduler_port, self.state_dir / "kube-scheduler"),
+            ],
+        )
+        # kwok stands in for the kubelet; the node authorizer is not enabled, so it gets admin rights.
+        kwok_config = self._component_kubeconfig("kwok", "kwok", ["system:masters"])
+        stages = sorted((source_dir() / "kwok" / "stages").glob("*.yaml"))
+        kwok = self._spawn(
+            "kwok",
+            [
+                str(binaries.kwok),
+                f"--kubeconfig={kwok_config}",
+                *(f"--config={stage}" for stage in stages),
+                "--manage-all-nodes=true",
+                f"--cidr={_POD_CIDR}",
+            ],
+        )
+        self._create_node()
+        self._wait(kcm, lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", _insecure()), timeout)
+        self._wait(scheduler, lambda: _http_ok(f"https://127.0.0.1:{scheduler_port}/healthz", _insecure()), timeout)
+        self._wait(kwok, self._node_ready, timeout)
+
+    def _component_kubeconfig(self, name: str, user: str, groups: list[str]) -> Path:
+        assert self.pki is not None
+        cert, key = self.pki.ca_cert.with_name(f"{name}.crt"), self.pki.ca_cert.with_name(f"{name}.key")
+        issue_client_cert(self.pki.ca_cert, self.pki.ca_key, user, groups, cert, key)
+        path = self.state_dir / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(self.kubeconfig_dict(user, cert.read_bytes(), key.read_bytes())))
+        path.chmod(0o600)
+        return path
+
+    def _create_node(self) -> None:
+        """The fake node kwok manages (kwok's own node template, trimmed); it may exist from a last run."""
+        resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE_NAME,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/role": "agent",
+                    "node-role.kubernetes.io/agent": "",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": resources,
+                "capacity": resources,
+                "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+            },
+        }
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/nodes",
+            data=json.dumps(node).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise ControlPlaneError(f"creating node {NODE_NAME}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+
+    def _node_ready(self) -> bool:
+        try:
+            node = self.get_json(f"/api/v1/nodes/{NODE_NAME}")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        conditions = (node.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    def get_json(self, path: str) -> Any:
+        """GET `path` from the API server as the admin."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5, context=self._ssl_context()) as resp:
+            return json.loads(resp.read())
 
     def _ssl_context(self) -> ssl.SSLContext:
         assert self.pki is not None
@@ -236,6 +351,27 @@ class ControlPlane:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _serving_args(kubeconfig: Path, port: int, cert_dir: Path) -> list[str]:
+    """Flags kube-controller-manager and kube-scheduler share: one identity, /healthz on loopback."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+        "--leader-elect=false",
+    ]
+
+
+def _insecure() -> ssl.SSLContext:
+    """For /healthz of components serving a self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

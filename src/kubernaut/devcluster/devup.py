@@ -16,7 +16,7 @@ from lightkube.resources.core_v1 import Namespace
 from kubernaut.audit.factory import check_audit_store, open_audit_sink
 from kubernaut.config import Settings
 from kubernaut.controllers.manager import build_manager
-from kubernaut.devcluster.controlplane import ControlPlane, write_endpoints
+from kubernaut.devcluster.controlplane import COMPONENTS, NODE_NAME, ControlPlane, write_endpoints
 from kubernaut.devcluster.demo import NAMESPACE as DEMO_NAMESPACE
 from kubernaut.devcluster.demo import run_story
 from kubernaut.devcluster.tekton_standin import TektonStandIn
@@ -64,7 +64,7 @@ async def run_dev_up(
     if controllers:
         await check_audit_store(settings.audit)  # a bad audit.url stops dev up before anything starts
 
-    announce("Starting the local control plane (etcd + kube-apiserver)...")
+    announce(f"Starting the local control plane ({', '.join(COMPONENTS)}; fake node {NODE_NAME})...")
     plane = await asyncio.to_thread(ControlPlane(state_dir, fsync=True).start)
     client = make_client(plane.kubeconfig)
     tasks: list[asyncio.Task[Any]] = []

@@ -1,6 +1,10 @@
 //go:build tools
 
-// Package tools pins the kube-apiserver command so that `go mod tidy` keeps its dependencies.
+// Package tools pins the control-plane commands so that `go mod tidy` keeps their dependencies.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
