@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 from lightkube import AsyncClient
 
-from kubernaut.domain.duration import format_go_duration, format_rfc3339
+from kubernaut.domain.duration import format_rfc3339
 from kubernaut.kube.client import make_client
 from kubernaut.kube.errors import to_kube_error
 from kubernaut.web.views import (
@@ -44,7 +44,6 @@ _TEMPLATES = jinja2.Environment(
     autoescape=True,
 )
 _TEMPLATES.filters["rfc3339"] = lambda moment: format_rfc3339(moment) if moment else ""
-_TEMPLATES.filters["ago"] = lambda moment: format_go_duration(datetime.now(UTC) - moment) if moment else ""
 _TEMPLATES.globals["pipelinerun_state"] = build_pipelinerun_state
 
 
