@@ -11,6 +11,7 @@ from rich.console import Console
 
 from kubernaut.cli.audit import audit_app
 from kubernaut.cli.remediations import register as register_remediation_commands
+from kubernaut.cli.ui import register as register_ui_command
 from kubernaut.config import Settings, load_settings
 from kubernaut.errors import ConfigError, ControlPlaneError
 
@@ -25,6 +26,7 @@ dev_app = typer.Typer(help="The embedded local default: a real control plane on 
 app.add_typer(dev_app, name="dev")
 app.add_typer(audit_app, name="audit")
 register_remediation_commands(app)
+register_ui_command(app)
 console = Console(stderr=True)
 
 ALL_CONTROLLERS = ("orchestrator", "executor", "notifier")

@@ -9,23 +9,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from rich.console import Console
 from rich.table import Table
 
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
 from kubernaut.cli.audit import LOCAL_STATE_DIR, resolve_audit_url
-from kubernaut.domain.duration import format_go_duration, format_rfc3339
+from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.domain.routing import build_rr_target
-from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import make_client, patch_object
-from kubernaut.kube.resources import (
-    NotificationRequestResource,
-    PipelineRunResource,
-    RemediationRequestResource,
-    WorkflowExecutionResource,
+from kubernaut.kube.resources import WorkflowExecutionResource
+from kubernaut.web.views import (
+    build_row,
+    build_timeline,
+    get_or_none,
+    list_remediations,
+    read_audit_trail,
+    read_remediation,
 )
 
 console = Console()
@@ -57,72 +57,6 @@ def resolve_kubeconfig(path: Path | None) -> Path | None:
 def _fail(message: str) -> typer.Exit:
     errors.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(2)
-
-
-# -- pure presentation ------------------------------------------------------------------------------
-
-
-def build_row(rr: RemediationRequest, now: datetime) -> dict[str, str]:
-    """One line of `get remediations`: what it is, where it stands, and why."""
-    status = rr.status
-    left = ""
-    if status.blocked_until and status.overall_phase == "Blocked":
-        left = format_go_duration(max(status.blocked_until - now, now - now))
-    why = status.block_reason or status.skip_reason or status.failure_reason or ""
-    if status.block_reason and left:
-        why = f"{status.block_reason} ({left} left)"
-    return {
-        "namespace": rr.metadata.namespace,
-        "name": rr.metadata.name,
-        "phase": str(status.overall_phase or "New"),
-        "target": build_rr_target(rr),
-        "why": why,
-        "workflowExecution": status.workflow_execution_ref.name if status.workflow_execution_ref else "",
-        "outcome": str(status.outcome or ""),
-        "age": format_go_duration(now - rr.metadata.creation_timestamp) if rr.metadata.creation_timestamp else "",
-    }
-
-
-def build_timeline(rr: RemediationRequest, wfe: WorkflowExecution | None) -> list[tuple[datetime, str]]:
-    """The moments of one remediation, in order."""
-    status = rr.status
-    moments: list[tuple[datetime | None, str]] = [
-        (rr.metadata.creation_timestamp, "Created"),
-        (status.start_time, "Pending: seen by the orchestrator"),
-        (status.analyzing_start_time, "Analyzing: selecting a workflow"),
-        (
-            status.executing_start_time,
-            f"Executing: {status.workflow_execution_ref.name}" if status.workflow_execution_ref else "Executing",
-        ),
-    ]
-    if wfe is not None:
-        moments.append(
-            (
-                wfe.status.start_time,
-                f"PipelineRun {wfe.status.pipeline_run_ref.name if wfe.status.pipeline_run_ref else ''} started",
-            )
-        )
-        if wfe.status.completion_time:
-            moments.append(
-                (
-                    wfe.status.completion_time,
-                    f"Workflow {wfe.phase.value}" + (f" ({wfe.status.duration})" if wfe.status.duration else ""),
-                )
-            )
-    if status.overall_phase == "Blocked":
-        until = f" until {format_rfc3339(status.blocked_until)}" if status.blocked_until else ""
-        moments.append((None, f"Blocked: {status.block_reason}{until} - {status.block_message}"))
-    if status.completed_at:
-        moments.append(
-            (
-                status.completed_at,
-                f"{status.overall_phase}" + (f": {status.failure_reason}" if status.failure_reason else ""),
-            )
-        )
-    timed = [(m, text) for m, text in moments if m is not None]
-    timed.sort(key=lambda item: item[0])
-    untimed = [(datetime.max.replace(tzinfo=UTC), text) for m, text in moments if m is None]
-    return timed + untimed
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -202,26 +136,9 @@ def register(app: typer.Typer) -> None:
 async def _list_rrs(kubeconfig: Path | None, namespace: str | None) -> list[RemediationRequest]:
     client = make_client(kubeconfig)
     try:
-        found = [
-            RemediationRequest.from_wire(obj.to_dict())
-            async for obj in client.list(RemediationRequestResource, namespace=namespace or "*")
-        ]
+        return await list_remediations(client, namespace)
     finally:
         await client.close()
-    return sorted(
-        found, key=lambda rr: (rr.metadata.namespace, rr.metadata.creation_timestamp or datetime.min, rr.metadata.name)
-    )
-
-
-async def _get(client: AsyncClient, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
-    try:
-        obj = await client.get(resource, name, namespace=namespace)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
-    body: dict[str, Any] = obj.to_dict()
-    return body
 
 
 async def _describe(
@@ -229,45 +146,16 @@ async def _describe(
 ) -> tuple[RemediationRequest, WorkflowExecution | None, dict[str, Any] | None, list[dict[str, Any]], list[Any]]:
     client = make_client(kubeconfig)
     try:
-        body = await _get(client, RemediationRequestResource, name, namespace)
-        if body is None:
-            raise LookupError(f"RemediationRequest {namespace}/{name} not found")
-        rr = RemediationRequest.from_wire(body)
-        wfe = None
-        pipelinerun = None
-        if rr.status.workflow_execution_ref:
-            wfe_body = await _get(client, WorkflowExecutionResource, rr.status.workflow_execution_ref.name, namespace)
-            wfe = WorkflowExecution.from_wire(wfe_body) if wfe_body else None
-        if wfe is not None:
-            lock = build_lock_name(wfe.spec.target_resource)
-            async for pr in client.list(PipelineRunResource, namespace="*"):
-                if pr.metadata.name == lock:
-                    pipelinerun = pr.to_dict()
-        notes = []
-        for ref in rr.status.notification_request_refs or []:
-            note = await _get(client, NotificationRequestResource, ref.name, ref.namespace or namespace)
-            if note:
-                notes.append(note)
+        details = await read_remediation(client, name, namespace)
     finally:
         await client.close()
     events: list[Any] = []
     if audit_url:
-        from kubernaut.audit.factory import open_audit_store
-
-        url = audit_url
-        try:
-            async with open_audit_store(url, create=False) as store:
-                events = list(await store.list_events(correlation_id=rr.metadata.uid))
-                if wfe is not None:
-                    events += list(
-                        await store.list_events(
-                            correlation_id=wfe.metadata.labels.get("kubernaut.ai/correlation-id", wfe.metadata.name)
-                        )
-                    )
-        except Exception as exc:  # the timeline is still useful without the audit trail
-            errors.print(f"[yellow]audit trail unavailable:[/yellow] {exc}")
-    events.sort(key=lambda e: e.event_time)
-    return rr, wfe, pipelinerun, notes, events
+        trail = await read_audit_trail(audit_url, details)
+        if trail.error:
+            errors.print(f"[yellow]audit trail unavailable:[/yellow] {trail.error}")
+        events = list(trail.events)
+    return details.rr, details.wfe, details.pipelinerun, details.notes, events
 
 
 def _print_description(
@@ -339,7 +227,7 @@ def _print_description(
 async def _clear_block(kubeconfig: Path | None, name: str, namespace: str, reason: str) -> None:
     client = make_client(kubeconfig)
     try:
-        body = await _get(client, WorkflowExecutionResource, name, namespace)
+        body = await get_or_none(client, WorkflowExecutionResource, name, namespace)
         if body is None:
             raise LookupError(f"WorkflowExecution {namespace}/{name} not found")
         details = ((body.get("status") or {}).get("failureDetails")) or {}
