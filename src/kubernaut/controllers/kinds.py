@@ -5,6 +5,7 @@ from kubernaut.controllers.manager import Kind
 from kubernaut.domain.pipelinerun import LABEL_WORKFLOW_EXECUTION
 from kubernaut.domain.target import build_target_string
 from kubernaut.kube.resources import (
+    JobResource,
     NotificationRequestResource,
     PipelineRunResource,
     RemediationRequestResource,
@@ -30,6 +31,16 @@ PIPELINERUN_KIND = Kind(
     "v1",
     "pipelineruns",
     PipelineRunResource,
+    namespace_of=_execution_namespace,
+    label_selector=LABEL_WORKFLOW_EXECUTION,
+)
+
+# The Job engine's runs, seen the same way: the same namespace, the same label.
+JOB_KIND = Kind(
+    "batch",
+    "v1",
+    "jobs",
+    JobResource,
     namespace_of=_execution_namespace,
     label_selector=LABEL_WORKFLOW_EXECUTION,
 )
