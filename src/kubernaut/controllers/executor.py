@@ -349,7 +349,8 @@ class Executor:
         uid = run["metadata"]["uid"]  # every body the API server answers carries one
         if not await backend.delete(self.client, name, self.namespace, uid=uid):
             return False  # replaced since it was read: the new one is another execution's lock
-        cache.apply("DELETED", run)
+        if not backend.foreground_delete:  # else it is still there, and a lock, until its watch says DELETED
+            cache.apply("DELETED", run)
         return True
 
     async def _fetch_run(self, backend: ExecutionBackend, name: str) -> Body | None:

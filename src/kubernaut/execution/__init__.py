@@ -23,6 +23,8 @@ class ExecutionBackend(Protocol):
     engine: ExecutionEngine
     kind: str  # of the object that runs the workflow and is the lock: "PipelineRun", "Job"
     resource: Any  # its lightkube resource class
+    # True: a delete leaves the object in place until its dependents are gone (the lock lives on).
+    foreground_delete: bool
 
     def validate(self, wfe: WorkflowExecution) -> str | None:
         """What stops this engine from running the WFE, for people; None when it may run."""

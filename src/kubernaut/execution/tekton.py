@@ -19,6 +19,7 @@ from kubernaut.kube.runtime import Body
 class TektonBackend:
     engine = ExecutionEngine.TEKTON
     kind = "PipelineRun"
+    foreground_delete = False
     resource: Any = PipelineRunResource
 
     def validate(self, wfe: WorkflowExecution) -> str | None:
