@@ -39,7 +39,7 @@ WE_DURATION_SECONDS = Histogram(
     buckets=(5, 10, 20, 40, 80, 160, 320),
 )
 WE_PIPELINERUN_CREATIONS = Counter(
-    "workflowexecution_reconciler_pipelinerun_creations_total", "PipelineRuns created (not adopted)."
+    "workflowexecution_reconciler_pipelinerun_creations_total", "Runs created (not adopted): PipelineRuns and Jobs."
 )
 
 # Orchestrator
