@@ -228,3 +228,40 @@ async def test_image_that_cannot_be_pulled_fails_before_execution_and_frees_the_
     assert created["message"].startswith(f"Failed to start Job: Job {lock}: container workflow cannot pull image")
     # Released at once, not after the cooldown: the Job would wait for the image forever.
     assert (await job_body(kube, lock, exec_ns))["metadata"].get("deletionTimestamp")
+
+
+async def test_a_pipelinerun_of_another_execution_is_the_lock_for_a_job_too(
+    kube: AsyncClient, kubeconfig: Path, namespace: str
+) -> None:
+    exec_ns = await create_namespace(kube, "exec")
+    target = f"{namespace}/deployment/test-app"
+    lock = build_lock_name(target)
+    await kube.create(
+        PipelineRunResource(
+            {
+                "apiVersion": "tekton.dev/v1",
+                "kind": "PipelineRun",
+                "metadata": {
+                    "name": lock,
+                    "namespace": exec_ns,
+                    "labels": {
+                        "kubernaut.ai/workflow-execution": "wfe-other",
+                        "kubernaut.ai/source-namespace": namespace,
+                    },
+                    "annotations": {"kubernaut.ai/target-resource": target},
+                },
+                "spec": {"pipelineRef": {"resolver": "bundles", "params": []}},
+            }
+        )
+    )
+    async with running(kubeconfig, settings_for(exec_ns), ("executor",)):
+        await create_wfe(kube, "wfe-j", namespace, target, **job_spec())
+        status = await wait_phase(kube, "wfe-j", namespace, "Failed")
+    details = status["failureDetails"]
+    assert details["reason"] == "ExecutionRaceCondition"
+    assert details["message"].startswith(
+        f"Race condition: PipelineRun {lock} already exists for WorkflowExecution {namespace}/wfe-other"
+    )
+    assert "wasExecutionFailure" not in details
+    assert await get_or_none(kube, JobResource, lock, exec_ns) is None
+    assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is not None

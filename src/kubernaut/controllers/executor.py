@@ -141,6 +141,17 @@ class Executor:
             wfe, namespace=self.namespace, service_account=self.settings.execution.service_account
         )
         name = manifest["metadata"]["name"]
+        # One lock per target across engines: the API server keeps names apart per kind only.
+        for rival in BACKENDS.values():
+            held = self.runs[rival.engine].get(f"{self.namespace}/{name}") if rival is not backend else None
+            if held is not None and not is_owned_by(held, wfe):
+                other_ns, other_wfe = parse_owner(held)
+                return await self._fail_before_execution(
+                    wfe,
+                    FailureReason.EXECUTION_RACE_CONDITION,
+                    ex.build_race_message(name, other_wfe, other_ns, rival.kind),
+                    failed_to=f"create {backend.kind}",
+                )
         try:
             pipelinerun, created = await create_idempotent(
                 self.client, backend.resource(manifest), into=self.runs[backend.engine]
