@@ -265,3 +265,16 @@ async def test_a_pipelinerun_of_another_execution_is_the_lock_for_a_job_too(
     assert "wasExecutionFailure" not in details
     assert await get_or_none(kube, JobResource, lock, exec_ns) is None
     assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is not None
+
+
+async def test_a_create_that_finds_no_place_fails_as_configuration_error(
+    kube: AsyncClient, kubeconfig: Path, namespace: str
+) -> None:
+    missing = f"missing-{namespace}"  # an execution namespace nobody made
+    async with running(kubeconfig, settings_for(missing), ("executor",)):
+        await create_wfe(kube, "wfe-n", namespace, f"{namespace}/deployment/test-app", **job_spec())
+        status = await wait_phase(kube, "wfe-n", namespace, "Failed")
+    details = status["failureDetails"]
+    assert details["reason"] == "ConfigurationError"
+    assert details["message"].startswith(f"Failed to create Job in {missing}: ")
+    assert details["message"].endswith("(is the job engine installed, does the namespace exist?)")

@@ -156,6 +156,14 @@ class Executor:
             pipelinerun, created = await create_idempotent(
                 self.client, backend.resource(manifest), into=self.runs[backend.engine]
             )
+        except NotFound as exc:  # the kind is not served (no Tekton), or the execution namespace is missing
+            return await self._fail_before_execution(
+                wfe,
+                FailureReason.CONFIGURATION_ERROR,
+                f"Failed to create {backend.kind} in {self.namespace}: {exc.message} (is the "
+                f"{backend.engine.value} engine installed, does the namespace exist?)",
+                failed_to=f"create {backend.kind}",
+            )
         except Refused as exc:
             reason = _REFUSED_CREATES.get(exc.code)
             if reason is None:

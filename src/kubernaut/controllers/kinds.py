@@ -25,7 +25,8 @@ def _execution_namespace(settings: Settings) -> str:
 
 
 # PipelineRuns matter only in the execution namespace, and only those the executor made (they carry
-# the execution's label): the cache holds no one else's.
+# the execution's label): the cache holds no one else's. A cluster without Tekton has none (and runs
+# the Job engine only).
 PIPELINERUN_KIND = Kind(
     "tekton.dev",
     "v1",
@@ -33,6 +34,7 @@ PIPELINERUN_KIND = Kind(
     PipelineRunResource,
     namespace_of=_execution_namespace,
     label_selector=LABEL_WORKFLOW_EXECUTION,
+    optional=True,
 )
 
 # The Job engine's runs, seen the same way: the same namespace, the same label.
