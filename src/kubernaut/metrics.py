@@ -51,7 +51,7 @@ WE_LOCK_HOLD_SECONDS = Histogram(
     buckets=_LONG_BUCKETS,
 )
 WE_PIPELINERUN_CREATIONS = Counter(
-    "workflowexecution_reconciler_pipelinerun_creations_total", "PipelineRuns created (not adopted)."
+    "workflowexecution_reconciler_pipelinerun_creations_total", "Runs created (not adopted): PipelineRuns and Jobs."
 )
 
 # Orchestrator

@@ -46,13 +46,14 @@ _STATE_ROWS = 60  # per kind: enough to see a stuck queue, short enough to read
 
 
 async def describe_state(namespaces: list[str] | None = None) -> str:
-    """One line per RemediationRequest, WorkflowExecution, PipelineRun and TaskRun in `namespaces`
+    """One line per RemediationRequest, WorkflowExecution, PipelineRun, TaskRun and Job in `namespaces`
     (default: the test's): phases, block reasons, conditions. Read with a client of its own, so that a
     wedged shared client cannot hide the state."""
     if not STATE_KUBECONFIG:
         return "(no control plane to describe)"
     from kubernaut.kube.client import make_client
     from kubernaut.kube.resources import (
+        JobResource,
         PipelineRunResource,
         RemediationRequestResource,
         TaskRunResource,
@@ -64,6 +65,7 @@ async def describe_state(namespaces: list[str] | None = None) -> str:
         ("WorkflowExecution", WorkflowExecutionResource, _describe_wfe),
         ("PipelineRun", PipelineRunResource, _describe_run),
         ("TaskRun", TaskRunResource, _describe_run),
+        ("Job", JobResource, _describe_job),
     ]
     client = make_client(STATE_KUBECONFIG[-1], timeout=5.0)
     lines = ["state at timeout:"]
@@ -218,3 +220,14 @@ async def get_or_none(client: AsyncClient, resource: Any, name: str, namespace: 
         if exc.status.code == 404:
             return None
         raise
+
+
+def _describe_job(body: dict[str, Any]) -> str:
+    """A Job's True conditions, pod counts and whether it is being deleted."""
+    status = body.get("status") or {}
+    true = [f"{c.get('type')}/{c.get('reason')}" for c in status.get("conditions") or [] if c.get("status") == "True"]
+    parts = [f"conditions={true}"]
+    parts += [f"{key}={status[key]}" for key in ("active", "succeeded", "failed", "terminating") if status.get(key)]
+    if body["metadata"].get("deletionTimestamp") is not None:
+        parts.append(f"deleting finalizers={body['metadata'].get('finalizers')}")
+    return " ".join(parts)

@@ -122,8 +122,40 @@ async def test_api_server_rejects_missing_required_spec(kube: AsyncClient, names
     assert err.value.status.code == 422
 
 
+@pytest.mark.parametrize(
+    ("execution", "accepted"),
+    [
+        ({"engine": "job", "command": ["/bin/restart"], "activeDeadline": "10m"}, True),
+        ({"engine": "tekton"}, True),
+        ({"engine": "job"}, False),
+        ({"engine": "job", "command": []}, False),
+        ({"command": ["/bin/restart"]}, False),
+        ({"engine": "tekton", "activeDeadline": "10m"}, False),
+        ({"engine": "job", "command": ["/bin/restart"], "activeDeadline": "ten minutes"}, False),
+    ],
+)
+async def test_api_server_refuses_a_catalog_entry_its_engine_cannot_run(
+    kube: AsyncClient, namespace: str, execution: dict[str, Any], accepted: bool
+) -> None:
+    name = f"engine-{namespace}"
+    workflow = {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationWorkflow",
+        "metadata": {"name": name},
+        "spec": {"workflowId": name, "version": "1", "containerImage": "registry.example/w:1", "execution": execution},
+    }
+    if accepted:
+        await kube.create(RemediationWorkflowResource(workflow))
+        await kube.delete(RemediationWorkflowResource, name)
+        return
+    with pytest.raises(ApiError) as err:
+        await kube.create(RemediationWorkflowResource(workflow))
+    assert err.value.status.code == 422
+    assert "spec.execution" in err.value.status.message
+
+
 async def test_kubectl_prints_wfe_columns(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    await kube.create(WorkflowExecutionResource(wfe_body("wfe-cols", namespace)))
+    await kube.create(WorkflowExecutionResource(wfe_body("wfe-cols", namespace, executionEngine="job")))
     await patch_status(kube, WorkflowExecutionResource, "wfe-cols", namespace, {"phase": "Running"})
     out = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "get", "wfe", "-n", namespace],
@@ -132,8 +164,8 @@ async def test_kubectl_prints_wfe_columns(kube: AsyncClient, kubeconfig: Path, n
         check=True,
     ).stdout
     header, row = out.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "WORKFLOWID", "TARGET", "DURATION", "AGE"]
-    assert row.split()[:4] == ["wfe-cols", "Running", "restart-pod", f"{namespace}/Deployment/api"]
+    assert header.split() == ["NAME", "PHASE", "WORKFLOWID", "TARGET", "ENGINE", "DURATION", "AGE"]
+    assert row.split()[:5] == ["wfe-cols", "Running", "restart-pod", f"{namespace}/Deployment/api", "job"]
 
 
 def test_kubectl_explain_shows_our_description(kubeconfig: Path, kube: AsyncClient) -> None:

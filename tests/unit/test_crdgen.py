@@ -46,6 +46,7 @@ def test_schema_is_structural_and_described() -> None:
         "Phase",
         "WorkflowID",
         "Target",
+        "Engine",
         "Duration",
         "Age",
     ]

@@ -89,7 +89,7 @@ def test_terminal_phases_are_never_left(phase: P) -> None:
         ex.build_started_status(wfe, pipelinerun="p", namespace="ns", start_time=NOW, adopted=False, now=NOW)
     if phase is P.FAILED:
         with pytest.raises(ex.InvalidTransitionError):
-            ex.build_completed_status(wfe, {}, NOW)
+            ex.build_completed_status(wfe, ex.observe_pipelinerun({}), NOW)
     else:
         with pytest.raises(ex.InvalidTransitionError):
             ex.build_execution_failed_status(wfe, failure, NOW)
@@ -99,7 +99,7 @@ def test_terminal_phases_are_never_left(phase: P) -> None:
 
 def test_pending_cannot_complete() -> None:
     with pytest.raises(ex.InvalidTransitionError):
-        ex.build_completed_status(with_phase(P.PENDING), {}, NOW)
+        ex.build_completed_status(with_phase(P.PENDING), ex.observe_pipelinerun({}), NOW)
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -220,10 +220,11 @@ def test_observing_the_pipelinerun(
     if succeeded:
         status["conditions"] = [{"type": "Succeeded", **succeeded}]
     pipelinerun = {"status": status}
-    assert ex.decide_run_outcome(pipelinerun) is outcome
+    observation = ex.observe_pipelinerun(pipelinerun)
+    assert observation.outcome is outcome
     if summary is None:
         return
-    running = ex.build_running_status(with_phase(P.RUNNING), pipelinerun, NOW)
+    running = ex.build_running_status(with_phase(P.RUNNING), observation, NOW)
     assert running.phase is P.RUNNING
     assert running.pipeline_run_status is not None
     got = running.pipeline_run_status
@@ -241,7 +242,7 @@ def test_completed_status_takes_tekton_completion_time() -> None:
     pipelinerun = {
         "status": {"completionTime": "2025-12-15T10:28:10Z", "conditions": [{"type": "Succeeded", "status": "True"}]}
     }
-    status = ex.build_completed_status(wfe, pipelinerun, NOW)
+    status = ex.build_completed_status(wfe, ex.observe_pipelinerun(pipelinerun), NOW)
     assert status.phase is P.COMPLETED
     assert status.completion_time == start + timedelta(seconds=90)
     assert status.duration == "1m30s"
@@ -254,7 +255,7 @@ def test_completed_status_takes_tekton_completion_time() -> None:
 
 def test_completed_without_tekton_completion_time_uses_now() -> None:
     wfe = with_phase(P.RUNNING, startTime="2025-12-15T10:29:15Z")
-    status = ex.build_completed_status(wfe, {"status": {}}, NOW)
+    status = ex.build_completed_status(wfe, ex.observe_pipelinerun({"status": {}}), NOW)
     assert (status.completion_time, status.duration) == (NOW, "45s")
 
 

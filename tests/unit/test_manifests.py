@@ -71,23 +71,25 @@ def test_no_wildcard_in_any_rule() -> None:
             assert "*" not in rule.get(key, []), f"{doc['kind']} {doc['metadata']['name']}: '*' in {key}"
 
 
-def test_pipelinerun_writes_only_in_a_role_of_the_execution_namespace() -> None:
+@pytest.mark.parametrize(("group", "resource"), [("tekton.dev", "pipelineruns"), ("batch", "jobs")])
+def test_run_writes_only_in_a_role_of_the_execution_namespace(group: str, resource: str) -> None:
     writers = [
         (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
         for doc, rule in rules()
-        if "tekton.dev" in rule.get("apiGroups", [])
-        and {"pipelineruns", "pipelineruns/status"} & set(rule.get("resources", []))
+        if group in rule.get("apiGroups", [])
+        and {resource, f"{resource}/status"} & set(rule.get("resources", []))
         and WRITE_VERBS & set(rule.get("verbs", []))
     ]
     assert writers == [("Role", EXECUTION_NAMESPACE, "kubernaut-executor")]
 
 
-def test_pipelineruns_are_listed_and_watched_only_in_the_execution_namespace() -> None:
+@pytest.mark.parametrize(("group", "resource"), [("tekton.dev", "pipelineruns"), ("batch", "jobs")])
+def test_runs_are_listed_and_watched_only_in_the_execution_namespace(group: str, resource: str) -> None:
     readers = {
         (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
         for doc, rule in rules()
-        if "tekton.dev" in rule.get("apiGroups", [])
-        and "pipelineruns" in rule.get("resources", [])
+        if group in rule.get("apiGroups", [])
+        and resource in rule.get("resources", [])
         and {"list", "watch"} & set(rule.get("verbs", []))
     }
     assert readers == {
@@ -114,9 +116,16 @@ def test_leases_only_in_the_system_namespace_and_updates_by_name() -> None:
 
 def test_no_role_reaches_beyond_what_kubernaut_touches() -> None:
     groups = {group for _, rule in rules() for group in rule.get("apiGroups", [])}
-    assert groups <= {"kubernaut.ai", "tekton.dev", "coordination.k8s.io", ""}
+    assert groups <= {"kubernaut.ai", "tekton.dev", "batch", "coordination.k8s.io", ""}
     core = {resource for _, rule in rules() if "" in rule["apiGroups"] for resource in rule["resources"]}
-    assert core <= {"events", "secrets"}
+    assert core <= {"events", "secrets", "pods"}
+
+
+def test_pods_are_only_read_and_only_in_the_execution_namespace() -> None:
+    for doc, rule in rules():
+        if "pods" in rule.get("resources", []):
+            assert (doc["kind"], doc["metadata"].get("namespace")) == ("Role", EXECUTION_NAMESPACE)
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
 
 
 def deployments() -> list[dict[str, Any]]:

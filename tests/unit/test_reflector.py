@@ -190,3 +190,35 @@ def test_each_kind_is_watched_as_narrowly_as_it_is_read() -> None:
         ("pipelineruns in runs", "runs", "kubernaut.ai/workflow-execution"),
     }
     assert RR_KIND.scopes(settings, ()) == (None,)  # no namespace list: every namespace
+
+
+class NotServed(Listing):
+    """The LIST of a kind whose CRD is not installed: 404."""
+
+    def __init__(self) -> None:
+        super().__init__([], "")
+
+    async def __aiter__(self) -> AsyncIterator[Body]:
+        raise api_error(404, "NotFound")
+        yield {}  # pragma: no cover - makes this an async generator
+
+
+async def test_an_optional_kind_not_served_is_empty_until_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reflector_module, "ABSENT_RECHECK_SECONDS", 0.01)
+    api = ScriptedApi(lists=[NotServed(), NotServed(), Listing([obj("a", 3)], "5")], watches=[])
+    cache = Cache()
+    reflector = Reflector(Client(api), PipelineRunResource, cache, namespace="ns", optional=True)  # type: ignore[arg-type]
+    await reflector.replace()  # what the manager's start does: no error, an empty synced cache
+    assert (reflector.synced.is_set(), reflector.absent, cache.all()) == (True, True, [])
+    await run_until_idle(reflector, api)  # Tekton installed meanwhile: listed, then watched
+    assert [b["metadata"]["name"] for b in cache.all()] == ["a"]
+    assert not reflector.absent
+    assert [kind for kind, _, _ in api.requests] == ["LIST", "LIST", "LIST", "WATCH"]
+
+
+async def test_a_kind_that_must_be_served_stops_the_start() -> None:
+    api = ScriptedApi(lists=[NotServed()], watches=[])
+    reflector = Reflector(Client(api), PipelineRunResource, Cache(), namespace="ns")  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        await reflector.replace()
+    assert not reflector.synced.is_set()

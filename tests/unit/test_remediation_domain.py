@@ -1,12 +1,14 @@
 """The RemediationRequest lifecycle functions: names, labels, timeouts, notifications, audit ids."""
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from kubernaut.api.v1alpha1 import RemediationRequest
+from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
+from kubernaut.api.v1alpha1.common import ExecutionEngine
 from kubernaut.api.v1alpha1.remediationrequest import RemediationPhase
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import DecisionKind, RoutingDecision
@@ -134,6 +136,23 @@ def test_execution_manifest_names_owner_target_and_workflow() -> None:
     ]
     assert wfe["spec"]["targetResource"] == "prod/Deployment/api"
     assert wfe["spec"]["workflowRef"] == {"workflowId": "restart", "version": "1.0.0", "containerImage": "bundle:1"}
+    assert wfe["spec"]["executionEngine"] == "tekton"
+
+
+def test_execution_manifest_snapshots_the_job_engine_command_and_deadline() -> None:
+    selected = dataclasses.replace(
+        SELECTED, engine=ExecutionEngine.JOB, command=("/restart", "--all"), active_deadline="10m"
+    )
+    spec = rem.build_workflow_execution(make_rr(), selected)["spec"]
+    assert spec["executionEngine"] == "job"
+    assert spec["workflowRef"] == {
+        "workflowId": "restart",
+        "version": "1.0.0",
+        "containerImage": "bundle:1",
+        "command": ["/restart", "--all"],
+        "activeDeadline": "10m",
+    }
+    assert WorkflowExecution.from_wire({"metadata": {}, "spec": spec}).spec.execution_engine is ExecutionEngine.JOB
 
 
 # -- timeouts -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from kubernaut.api.v1alpha1 import RemediationRequest, RemediationWorkflow
+from kubernaut.api.v1alpha1.common import ExecutionEngine
 from kubernaut.domain.selection import SelectedWorkflow, SelectionFailure, select_workflow
 
 
@@ -243,3 +244,31 @@ def test_selection_converts_to_the_status_form() -> None:
         "parameters": {"A": "1"},
         "source": "catalog:restart",
     }
+
+
+# --- engines -------------------------------------------------------------------------------------
+
+
+def test_a_job_entry_selects_its_engine_command_and_deadline() -> None:
+    entry = RemediationWorkflow.model_validate(
+        {
+            "metadata": {"name": "restart-job"},
+            "spec": {
+                "workflowId": "restart-pod",
+                "version": "1.0.0",
+                "containerImage": "reg/restart-job:1",
+                "execution": {"engine": "job", "command": ["/restart", "--all"], "activeDeadline": "10m"},
+            },
+        }
+    )
+    selected = chosen(select_workflow(make_rr(), [entry]))
+    assert (selected.engine, selected.command, selected.active_deadline) == (
+        ExecutionEngine.JOB,
+        ("/restart", "--all"),
+        "10m",
+    )
+
+
+def test_an_entry_without_execution_runs_on_tekton() -> None:
+    selected = chosen(select_workflow(make_rr(), [make_entry("restart")]))
+    assert (selected.engine, selected.command, selected.active_deadline) == (ExecutionEngine.TEKTON, (), None)

@@ -1,7 +1,8 @@
 """The WorkflowExecution executor: a pure executor around the domain state machine.
 
-It validates a WFE, creates its PipelineRun (the lock on the target), mirrors the run, records the
-outcome and, after the cooldown, deletes the PipelineRun. It makes no routing decision.
+It validates a WFE, creates its run through the WFE's engine (a PipelineRun or a Job, named by the
+lock on the target), mirrors the run, records the outcome and, after the cooldown, deletes the run.
+It makes no routing decision, and knows the engines only through `kubernaut.execution`.
 """
 
 import logging
@@ -10,6 +11,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from kubernaut.api.audit import AuditEvent
+from kubernaut.api.v1alpha1.common import ExecutionEngine
 from kubernaut.api.v1alpha1.workflowexecution import (
     FailureDetails,
     FailureReason,
@@ -17,16 +19,16 @@ from kubernaut.api.v1alpha1.workflowexecution import (
     WorkflowExecutionPhase,
     WorkflowExecutionStatus,
 )
-from kubernaut.controllers.kinds import PIPELINERUN_KIND, TARGET_INDEX, WFE_KIND, index_wfe_by_target
+from kubernaut.controllers.kinds import JOB_KIND, PIPELINERUN_KIND, TARGET_INDEX, WFE_KIND, index_wfe_by_target
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import execution as ex
 from kubernaut.domain.audit_events import EXECUTOR_ACTOR, build_block_cleared_event, build_workflow_event
 from kubernaut.domain.failure import build_execution_failure, build_pre_execution_failure
-from kubernaut.domain.pipelinerun import build_pipelinerun, is_owned_by, parse_owner
+from kubernaut.domain.pipelinerun import is_owned_by, parse_owner
 from kubernaut.domain.target import build_lock_name
+from kubernaut.execution import BACKENDS, ExecutionBackend
 from kubernaut.kube.api import (
     create_idempotent,
-    delete_if_ours,
     get_object,
     patch_if_current,
     patch_status_if_current,
@@ -35,8 +37,8 @@ from kubernaut.kube.errors import NotFound, Refused
 from kubernaut.kube.events import EventRecorder
 from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
-from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
-from kubernaut.kube.runtime import Body, Controller, Result, object_key
+from kubernaut.kube.resources import WorkflowExecutionResource
+from kubernaut.kube.runtime import Body, Cache, Controller, Result, object_key
 from kubernaut.metrics import (
     WE_DURATION_SECONDS,
     WE_LOCK_HOLD_SECONDS,
@@ -68,15 +70,21 @@ class Executor:
         self.clock = manager.clock
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
+        self.jobs = manager.cache(JOB_KIND)
+        self.runs: dict[ExecutionEngine, Cache] = {
+            ExecutionEngine.TEKTON: self.pipelineruns,
+            ExecutionEngine.JOB: self.jobs,
+        }
         self.events = EventRecorder(manager.client, EXECUTOR_ACTOR)
         self.controller = manager.add_controller(
             Controller("executor", self.reconcile, workers=WORKERS, finished=self.finished)
         )
         manager.on_event(WFE_KIND, lambda _t, body, _o: self.controller.enqueue(object_key(body)))
-        manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
+        manager.on_event(PIPELINERUN_KIND, self._on_run)
+        manager.on_event(JOB_KIND, self._on_run)
 
-    def _on_pipelinerun(self, _type: str, body: Body, _old: Body | None) -> None:
-        """A PipelineRun event wakes exactly the WFE named by its labels; unlabelled runs are ignored."""
+    def _on_run(self, _type: str, body: Body, _old: Body | None) -> None:
+        """A run's event (PipelineRun or Job) wakes exactly the WFE named by its labels; unlabelled runs are ignored."""
         if (body.get("metadata") or {}).get("namespace") != self.namespace:
             return
         namespace, name = parse_owner(body)
@@ -130,22 +138,44 @@ class Executor:
 
     async def _pending(self, wfe: WorkflowExecution) -> Result:
         now = self.clock()
-        problem = ex.validate_workflow_execution(wfe)
+        backend = BACKENDS[wfe.spec.execution_engine]
+        problem = ex.validate_workflow_execution(wfe) or backend.validate(wfe)
         if problem:
             return await self._fail_before_execution(wfe, FailureReason.CONFIGURATION_ERROR, problem)
-        manifest = build_pipelinerun(
+        manifest = backend.render(
             wfe, namespace=self.namespace, service_account=self.settings.execution.service_account
         )
         name = manifest["metadata"]["name"]
+        # One lock per target across engines: the API server keeps names apart per kind only.
+        for rival in BACKENDS.values():
+            held = self.runs[rival.engine].get(f"{self.namespace}/{name}") if rival is not backend else None
+            if held is not None and not is_owned_by(held, wfe):
+                other_ns, other_wfe = parse_owner(held)
+                return await self._fail_before_execution(
+                    wfe,
+                    FailureReason.EXECUTION_RACE_CONDITION,
+                    ex.build_race_message(name, other_wfe, other_ns, rival.kind),
+                    failed_to=f"create {backend.kind}",
+                )
         try:
             pipelinerun, created = await create_idempotent(
-                self.client, PipelineRunResource(manifest), into=self.pipelineruns
+                self.client, backend.resource(manifest), into=self.runs[backend.engine]
+            )
+        except NotFound as exc:  # the kind is not served (no Tekton), or the execution namespace is missing
+            return await self._fail_before_execution(
+                wfe,
+                FailureReason.CONFIGURATION_ERROR,
+                f"Failed to create {backend.kind} in {self.namespace}: {exc.message} (is the "
+                f"{backend.engine.value} engine installed, does the namespace exist?)",
+                failed_to=f"create {backend.kind}",
             )
         except Refused as exc:
             reason = _REFUSED_CREATES.get(exc.code)
             if reason is None:
                 raise  # other refusals (401, 413, ...) are retried with back-off
-            return await self._fail_before_execution(wfe, reason, f"Failed to create PipelineRun: {exc.message}")
+            return await self._fail_before_execution(
+                wfe, reason, f"Failed to create {backend.kind}: {exc.message}", failed_to=f"create {backend.kind}"
+            )
         if created:
             WE_PIPELINERUN_CREATIONS.inc()
             crash_point("executor.pipelinerun-created")
@@ -157,32 +187,37 @@ class Executor:
             return Result.after(RUNNING_RESYNC_SECONDS)
         other_ns, other = parse_owner(pipelinerun)
         return await self._fail_before_execution(
-            wfe, FailureReason.EXECUTION_RACE_CONDITION, ex.build_race_message(name, other, other_ns)
+            wfe,
+            FailureReason.EXECUTION_RACE_CONDITION,
+            ex.build_race_message(name, other, other_ns, backend.kind),
+            failed_to=f"create {backend.kind}",
         )
 
     async def _start(self, wfe: WorkflowExecution, name: str, *, start_time: datetime, adopted: bool) -> None:
         now = self.clock()
+        kind = BACKENDS[wfe.spec.execution_engine].kind
         status = ex.build_started_status(
-            wfe, pipelinerun=name, namespace=self.namespace, start_time=start_time, adopted=adopted, now=now
+            wfe, pipelinerun=name, namespace=self.namespace, start_time=start_time, adopted=adopted, now=now, kind=kind
         )
         # Recorded on adoption too: after a crash between create and status write, the event id dedupes.
         status = await self._record(build_workflow_event(wfe, status, "started", now), status, now)
         body = await self._write_status(wfe, status)
         message = (
-            f"PipelineRun {self.namespace}/{name} already exists, ours; adopted"
+            f"{kind} {self.namespace}/{name} already exists, ours; adopted"
             if adopted
-            else f"Created PipelineRun {self.namespace}/{name}"
+            else f"Created {kind} {self.namespace}/{name}"
         )
-        await self.events.emit(body, "Normal", "PipelineRunCreated", message, now)
+        await self.events.emit(body, "Normal", f"{kind}Created", message, now)
 
     async def _running(self, wfe: WorkflowExecution) -> Result:
         now = self.clock()
+        backend = BACKENDS[wfe.spec.execution_engine]
         ref = wfe.status.pipeline_run_ref
         name = ref.name if ref else build_lock_name(wfe.spec.target_resource)
-        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}") or await self._fetch_pipelinerun(name)
-        if pipelinerun is not None and not is_owned_by(pipelinerun, wfe):
-            pipelinerun = None  # ours is gone and another execution holds the lock now
-        if pipelinerun is None:
+        run = self.runs[backend.engine].get(f"{self.namespace}/{name}") or await self._fetch_run(backend, name)
+        if run is not None and not is_owned_by(run, wfe):
+            run = None  # ours is gone and another execution holds the lock now
+        if run is None:
             failure = build_execution_failure(
                 pipelinerun=None,
                 taskruns={},
@@ -190,28 +225,31 @@ class Executor:
                 now=now,
                 workflow_id=wfe.spec.workflow_ref.workflow_id,
                 target=wfe.spec.target_resource,
+                kind=backend.kind,
             )
             return await self._fail_during_execution(wfe, failure)
-        match ex.decide_run_outcome(pipelinerun):
+        observation = await backend.observe(self.client, wfe, run, now=now)
+        match observation.outcome:
             case ex.RunOutcome.RUNNING:
-                await self._write_status(wfe, ex.build_running_status(wfe, pipelinerun, now))
+                await self._write_status(wfe, ex.build_running_status(wfe, observation, now))
                 return Result.after(RUNNING_RESYNC_SECONDS)
             case ex.RunOutcome.SUCCEEDED:
-                return await self._complete(wfe, pipelinerun)
+                return await self._complete(wfe, observation)
             case ex.RunOutcome.FAILED:
-                failure = build_execution_failure(
-                    pipelinerun=pipelinerun,
-                    taskruns=await self._fetch_taskruns(pipelinerun),
-                    start_time=wfe.status.start_time,
-                    now=now,
-                    workflow_id=wfe.spec.workflow_ref.workflow_id,
-                    target=wfe.spec.target_resource,
+                assert observation.failure is not None  # every engine details its failures
+                return await self._fail_during_execution(wfe, observation.failure)
+            case ex.RunOutcome.CANNOT_START:
+                assert observation.failure is not None
+                # It never ran and never will: fail before execution, and free the target at once.
+                result = await self._fail_before_execution(
+                    wfe, observation.failure.reason, observation.failure.message, failed_to=f"start {backend.kind}"
                 )
-                return await self._fail_during_execution(wfe, failure)
+                await self._release_lock(wfe)
+                return result
 
-    async def _complete(self, wfe: WorkflowExecution, pipelinerun: Body) -> Result:
+    async def _complete(self, wfe: WorkflowExecution, observation: ex.RunObservation) -> Result:
         now = self.clock()
-        status = ex.build_completed_status(wfe, pipelinerun, now)
+        status = ex.build_completed_status(wfe, observation, now)
         message = f"Workflow {wfe.spec.workflow_ref.workflow_id} completed successfully in {status.duration}"
         return await self._end(wfe, status, now, message, executed=True)
 
@@ -221,7 +259,9 @@ class Executor:
         message = f"Workflow {wfe.spec.workflow_ref.workflow_id} failed: {failure.reason.value}"
         return await self._end(wfe, status, now, message, executed=True)
 
-    async def _fail_before_execution(self, wfe: WorkflowExecution, reason: FailureReason, message: str) -> Result:
+    async def _fail_before_execution(
+        self, wfe: WorkflowExecution, reason: FailureReason, message: str, *, failed_to: str = "create PipelineRun"
+    ) -> Result:
         now = self.clock()
         failure = build_pre_execution_failure(
             reason=reason,
@@ -230,7 +270,7 @@ class Executor:
             workflow_id=wfe.spec.workflow_ref.workflow_id,
             target=wfe.spec.target_resource,
         )
-        status = ex.build_pre_execution_failed_status(wfe, failure, now)
+        status = ex.build_pre_execution_failed_status(wfe, failure, now, failed_to=failed_to)
         return await self._end(wfe, status, now, f"Pre-execution failure: {reason.value} - {message}", executed=False)
 
     async def _end(
@@ -316,42 +356,31 @@ class Executor:
     # -- I/O helpers -------------------------------------------------------------------------------
 
     async def _release_lock(self, wfe: WorkflowExecution, *, confirm_miss: bool = False) -> bool:
-        """Delete the target's PipelineRun if (and only if) it belongs to this WFE.
+        """Delete the target's run (PipelineRun or Job) if (and only if) it belongs to this WFE.
 
-        After the cooldown a cache miss means released: once the cache is synced our own PipelineRuns
-        are all in it (listed, or put there when we created or adopted them), and asking the API server
+        After the cooldown a cache miss means released: once the cache is synced our own runs are
+        all in it (listed, or put there when we created or adopted them), and asking the API server
         on every later pass would cost a request per finished execution. A deletion (`confirm_miss`)
         asks anyway: the finalizer must never be dropped while the lock may still exist."""
+        backend = BACKENDS[wfe.spec.execution_engine]
+        cache = self.runs[backend.engine]
         name = build_lock_name(wfe.spec.target_resource)
-        pipelinerun = self.pipelineruns.get(f"{self.namespace}/{name}")
-        if pipelinerun is None and (confirm_miss or not self.pipelineruns.synced.is_set()):
-            pipelinerun = await self._fetch_pipelinerun(name)
-        if pipelinerun is None or not is_owned_by(pipelinerun, wfe):
+        run = cache.get(f"{self.namespace}/{name}")
+        if run is None and (confirm_miss or not cache.synced.is_set()):
+            run = await self._fetch_run(backend, name)
+        if run is None or not is_owned_by(run, wfe):
             return False
-        uid = pipelinerun["metadata"]["uid"]  # every body the API server answers carries one
-        if not await delete_if_ours(self.client, PipelineRunResource, name, self.namespace, uid=uid):
+        if run["metadata"].get("deletionTimestamp"):
+            return False  # released already; a Job being deleted still holds the lock until its pods are gone
+        uid = run["metadata"]["uid"]  # every body the API server answers carries one
+        if not await backend.delete(self.client, name, self.namespace, uid=uid):
             return False  # replaced since it was read: the new one is another execution's lock
-        self.pipelineruns.apply("DELETED", pipelinerun)
+        if not backend.foreground_delete:  # else it is still there, and a lock, until its watch says DELETED
+            cache.apply("DELETED", run)
         return True
 
-    async def _fetch_pipelinerun(self, name: str) -> Body | None:
-        return await get_object(self.client, PipelineRunResource, name, self.namespace, into=self.pipelineruns)
-
-    async def _fetch_taskruns(self, pipelinerun: Body) -> dict[str, Body]:
-        found: dict[str, Body] = {}
-        for ref in (pipelinerun.get("status") or {}).get("childReferences") or []:
-            # A broken Tekton may write anything here: only a TaskRun reference with a name is read.
-            if not isinstance(ref, dict) or ref.get("kind") != "TaskRun" or not isinstance(ref.get("name"), str):
-                continue
-            if not ref["name"]:
-                continue
-            try:
-                taskrun = await get_object(self.client, TaskRunResource, ref["name"], self.namespace)
-            except Refused:
-                continue  # unreadable children are skipped, like missing ones; a transient error retries the pass
-            if taskrun is not None:
-                found[ref["name"]] = taskrun
-        return found
+    async def _fetch_run(self, backend: ExecutionBackend, name: str) -> Body | None:
+        return await get_object(self.client, backend.resource, name, self.namespace, into=self.runs[backend.engine])
 
     async def _record(
         self, event: AuditEvent, status: WorkflowExecutionStatus, now: datetime

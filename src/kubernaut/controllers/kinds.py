@@ -5,6 +5,7 @@ from kubernaut.controllers.manager import Kind
 from kubernaut.domain.pipelinerun import LABEL_WORKFLOW_EXECUTION
 from kubernaut.domain.target import build_target_string
 from kubernaut.kube.resources import (
+    JobResource,
     NotificationRequestResource,
     PipelineRunResource,
     RemediationRequestResource,
@@ -24,12 +25,24 @@ def _execution_namespace(settings: Settings) -> str:
 
 
 # PipelineRuns matter only in the execution namespace, and only those the executor made (they carry
-# the execution's label): the cache holds no one else's.
+# the execution's label): the cache holds no one else's. A cluster without Tekton has none (and runs
+# the Job engine only).
 PIPELINERUN_KIND = Kind(
     "tekton.dev",
     "v1",
     "pipelineruns",
     PipelineRunResource,
+    namespace_of=_execution_namespace,
+    label_selector=LABEL_WORKFLOW_EXECUTION,
+    optional=True,
+)
+
+# The Job engine's runs, seen the same way: the same namespace, the same label.
+JOB_KIND = Kind(
+    "batch",
+    "v1",
+    "jobs",
+    JobResource,
     namespace_of=_execution_namespace,
     label_selector=LABEL_WORKFLOW_EXECUTION,
 )

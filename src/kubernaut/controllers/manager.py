@@ -49,6 +49,7 @@ class Kind:
     # The one namespace this kind is watched in, from the settings (None: the manager's namespaces).
     namespace_of: Callable[[Settings], str] | None = None
     label_selector: str | None = None  # only objects matching it are listed and watched
+    optional: bool = False  # True: a cluster that does not serve the kind has none of it (no Tekton)
 
     def scopes(self, settings: Settings, namespaces: tuple[str, ...]) -> tuple[str | None, ...]:
         """The namespaces to watch, one reflector each (None: cluster-scoped, or every namespace)."""
@@ -170,6 +171,7 @@ class Manager:
                             deliver=self._deliver_to(plural),
                             name=f"{plural} in {namespace or 'all namespaces'}" if kind.namespaced else plural,
                             plural=plural,
+                            optional=kind.optional,
                         )
                     )
         return self.reflectors

@@ -26,6 +26,7 @@ from kubernaut.controllers.kinds import (
     BLOCKED_INDEX,
     DUPLICATE_OF_INDEX,
     FINGERPRINT_INDEX,
+    JOB_KIND,
     NR_KIND,
     PIPELINERUN_KIND,
     RR_KIND,
@@ -118,6 +119,7 @@ class Orchestrator:
         self.wfes.add_index(ACTIVE_BY_TARGET, _index_active_wfe_by_target)
         self.wfes.add_index(FINISHED_BY_TARGET, _index_finished_wfe_by_target, order=_wfe_finish_order)
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
+        self.jobs = manager.cache(JOB_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
         # One routing decision per target at a time (see _target_lock).
@@ -128,6 +130,7 @@ class Orchestrator:
         manager.on_event(RR_KIND, self._on_request)
         manager.on_event(WFE_KIND, self._on_execution)
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
+        manager.on_event(JOB_KIND, self._on_pipelinerun)  # a Job is a lock like a PipelineRun
         manager.on_event(NR_KIND, self._on_notification)
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
@@ -321,7 +324,8 @@ class Orchestrator:
 
     def _lock_on(self, target: str) -> LockHolder | None:
         name = build_lock_name(target)
-        body = self.pipelineruns.get(f"{self.exec_namespace}/{name}")
+        key = f"{self.exec_namespace}/{name}"
+        body = self.pipelineruns.get(key) or self.jobs.get(key)  # P10: a lock of either engine
         if body is None:
             return None
         namespace, wfe = parse_owner(body)

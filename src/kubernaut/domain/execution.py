@@ -1,4 +1,7 @@
-"""The WorkflowExecution state machine: validation, observation of the PipelineRun, status updates.
+"""The WorkflowExecution state machine: validation, observation of the run, status updates.
+
+A run is whatever the WFE's engine makes (a PipelineRun, a Job); each engine turns its object into
+a `RunObservation`, and the status builders here read only that.
 
 Every function is pure: it takes the WFE (and what was read), `now` and settings, and returns a new
 status or a decision. The executor controller performs the I/O around them.
@@ -60,7 +63,7 @@ def check_transition(current: Phase, new: Phase) -> None:
 
 
 def validate_workflow_execution(wfe: WorkflowExecution) -> str | None:
-    """The first problem with the spec, as a message for people; None when it may run."""
+    """The first problem with the spec common to every engine, as a message for people; None when it may run."""
     spec = wfe.spec
     if not spec.workflow_ref.container_image.strip():
         return "workflowRef.containerImage is required"
@@ -75,13 +78,20 @@ def validate_workflow_execution(wfe: WorkflowExecution) -> str | None:
 
 
 def build_started_status(
-    wfe: WorkflowExecution, *, pipelinerun: str, namespace: str, start_time: datetime, adopted: bool, now: datetime
+    wfe: WorkflowExecution,
+    *,
+    pipelinerun: str,
+    namespace: str,
+    start_time: datetime,
+    adopted: bool,
+    now: datetime,
+    kind: str = "PipelineRun",
 ) -> WorkflowExecutionStatus:
     check_transition(wfe.phase, Phase.RUNNING)
     message = (
-        f"PipelineRun {namespace}/{pipelinerun} already exists and belongs to this execution; adopted"
+        f"{kind} {namespace}/{pipelinerun} already exists and belongs to this execution; adopted"
         if adopted
-        else f"Created PipelineRun {namespace}/{pipelinerun}"
+        else f"Created {kind} {namespace}/{pipelinerun}"
     )
     status = wfe.status.model_copy(deep=True)
     status.phase = Phase.RUNNING
@@ -109,29 +119,43 @@ class RunOutcome(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANNOT_START = "CannotStart"  # it never will (an image that cannot be pulled): fail before execution
 
 
-def decide_run_outcome(pipelinerun: Mapping[str, Any]) -> RunOutcome:
+@dataclass(frozen=True)
+class RunObservation:
+    """What an engine's run says: its outcome, a summary for the status and, when failed, the details."""
+
+    outcome: RunOutcome
+    summary: PipelineRunStatusSummary
+    message: str = ""  # while running
+    completion_time: datetime | None = None  # when succeeded, if the run says
+    failure: FailureDetails | None = None  # when failed or unable to start
+
+
+def observe_pipelinerun(pipelinerun: Mapping[str, Any]) -> RunObservation:
+    """The outcome of a PipelineRun (failure details need its TaskRuns: `build_execution_failure`)."""
+    summary = summarize_pipelinerun(pipelinerun)
     condition = find_succeeded_condition(pipelinerun)
     value = condition.get("status") if condition else None
     if value == "True":
-        return RunOutcome.SUCCEEDED
+        completed = parse_time((pipelinerun.get("status") or {}).get("completionTime"))
+        return RunObservation(RunOutcome.SUCCEEDED, summary, completion_time=completed)
     if value == "False":
-        return RunOutcome.FAILED
-    return RunOutcome.RUNNING
-
-
-def build_running_status(
-    wfe: WorkflowExecution, pipelinerun: Mapping[str, Any], now: datetime
-) -> WorkflowExecutionStatus:
-    summary = summarize_pipelinerun(pipelinerun)
-    if find_succeeded_condition(pipelinerun) is None:
+        return RunObservation(RunOutcome.FAILED, summary)
+    if condition is None:
         message = "Pipeline created; waiting for Tekton to start it"
     else:
         message = f"Pipeline executing ({summary.reason or summary.status})"
+    return RunObservation(RunOutcome.RUNNING, summary, message=message)
+
+
+def build_running_status(wfe: WorkflowExecution, observation: RunObservation, now: datetime) -> WorkflowExecutionStatus:
     status = wfe.status.model_copy(deep=True)
-    status.pipeline_run_status = summary
-    status.conditions = set_condition(status.conditions, COND_RUNNING, True, "PipelineStarted", message, now)
+    status.pipeline_run_status = observation.summary
+    status.conditions = set_condition(
+        status.conditions, COND_RUNNING, True, "PipelineStarted", observation.message, now
+    )
     return status
 
 
@@ -145,10 +169,10 @@ def parse_time(value: object) -> datetime | None:
 
 
 def build_completed_status(
-    wfe: WorkflowExecution, pipelinerun: Mapping[str, Any], now: datetime
+    wfe: WorkflowExecution, observation: RunObservation, now: datetime
 ) -> WorkflowExecutionStatus:
     check_transition(wfe.phase, Phase.COMPLETED)
-    completed = parse_time((pipelinerun.get("status") or {}).get("completionTime")) or now
+    completed = observation.completion_time or now
     status = wfe.status.model_copy(deep=True)
     started = status.start_time or completed
     status.phase = Phase.COMPLETED
@@ -206,7 +230,7 @@ _CREATED_REASON = {
 
 
 def build_pre_execution_failed_status(
-    wfe: WorkflowExecution, failure: FailureDetails, now: datetime
+    wfe: WorkflowExecution, failure: FailureDetails, now: datetime, *, failed_to: str = "create PipelineRun"
 ) -> WorkflowExecutionStatus:
     check_transition(wfe.phase, Phase.FAILED)
     status = wfe.status.model_copy(deep=True)
@@ -218,7 +242,7 @@ def build_pre_execution_failed_status(
         COND_CREATED,
         False,
         _CREATED_REASON.get(failure.reason, "PipelineCreationFailed"),
-        f"Failed to create PipelineRun: {failure.message}",
+        f"Failed to {failed_to}: {failure.message}",
         now,
     )
     return status
@@ -244,10 +268,10 @@ def with_audit_condition(
     return status
 
 
-def build_race_message(pipelinerun: str, other_wfe: str, other_namespace: str) -> str:
+def build_race_message(pipelinerun: str, other_wfe: str, other_namespace: str, kind: str = "PipelineRun") -> str:
     holder = f"{other_namespace}/{other_wfe}" if other_namespace else (other_wfe or "an unknown execution")
     return (
-        f"Race condition: PipelineRun {pipelinerun} already exists for WorkflowExecution {holder}; "
+        f"Race condition: {kind} {pipelinerun} already exists for WorkflowExecution {holder}; "
         "another workflow holds the lock on this target"
     )
 

@@ -117,11 +117,12 @@ def build_execution_failure(
     now: datetime,
     workflow_id: str,
     target: str,
+    kind: str = "PipelineRun",
 ) -> FailureDetails:
-    """Failure details of a run that reached Tekton (or whose PipelineRun vanished: `pipelinerun=None`)."""
+    """Failure details of a run that reached Tekton (or whose run, of any `kind`, vanished: `pipelinerun=None`)."""
     failed_after = format_go_duration(now - start_time) if start_time else ""
     if pipelinerun is None:
-        reason, message, task = FailureReason.UNKNOWN, "PipelineRun was deleted externally", FailedTask()
+        reason, message, task = FailureReason.UNKNOWN, f"{kind} was deleted externally", FailedTask()
     else:
         condition = find_succeeded_condition(pipelinerun) or {}
         message = str(condition.get("message") or "")

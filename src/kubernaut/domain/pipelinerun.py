@@ -1,4 +1,5 @@
-"""Rendering the Tekton PipelineRun that runs a WorkflowExecution (and is the lock on its target)."""
+"""Rendering the Tekton PipelineRun that runs a WorkflowExecution (and is the lock on its target), and
+the lock metadata every engine shares."""
 
 import hashlib
 import re
@@ -28,21 +29,7 @@ def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account
     return {
         "apiVersion": TEKTON_API_VERSION,
         "kind": "PipelineRun",
-        "metadata": {
-            "name": build_lock_name(target),
-            "namespace": namespace,
-            "labels": {
-                LABEL_WORKFLOW_EXECUTION: build_name_label(wfe.metadata.name),
-                LABEL_WORKFLOW_ID: build_label_value(spec.workflow_ref.workflow_id),
-                LABEL_TARGET_RESOURCE: build_target_label(target),
-                LABEL_SOURCE_NAMESPACE: wfe.metadata.namespace,
-            },
-            "annotations": {
-                ANNOTATION_TARGET_RESOURCE: target,
-                # A WFE name may be longer than a label value can be; the annotation keeps it whole.
-                **({ANNOTATION_WORKFLOW_EXECUTION: wfe.metadata.name} if len(wfe.metadata.name) > 63 else {}),
-            },
-        },
+        "metadata": build_lock_metadata(wfe, namespace),
         "spec": {
             "pipelineRef": {
                 "resolver": "bundles",
@@ -54,6 +41,27 @@ def build_pipelinerun(wfe: WorkflowExecution, *, namespace: str, service_account
             },
             "params": params,
             "taskRunTemplate": {"serviceAccountName": service_account},
+        },
+    }
+
+
+def build_lock_metadata(wfe: WorkflowExecution, namespace: str) -> dict[str, Any]:
+    """Name, labels and annotations of the object that is the lock on the WFE's target, whatever its
+    engine (PipelineRun or Job): the watches select by these labels, owners are read back from them."""
+    target = wfe.spec.target_resource
+    return {
+        "name": build_lock_name(target),
+        "namespace": namespace,
+        "labels": {
+            LABEL_WORKFLOW_EXECUTION: build_name_label(wfe.metadata.name),
+            LABEL_WORKFLOW_ID: build_label_value(wfe.spec.workflow_ref.workflow_id),
+            LABEL_TARGET_RESOURCE: build_target_label(target),
+            LABEL_SOURCE_NAMESPACE: wfe.metadata.namespace,
+        },
+        "annotations": {
+            ANNOTATION_TARGET_RESOURCE: target,
+            # A WFE name may be longer than a label value can be; the annotation keeps it whole.
+            **({ANNOTATION_WORKFLOW_EXECUTION: wfe.metadata.name} if len(wfe.metadata.name) > 63 else {}),
         },
     }
 
@@ -72,7 +80,7 @@ def build_name_label(name: str) -> str:
 
 
 def parse_owner(pipelinerun: dict[str, Any]) -> tuple[str, str]:
-    """(source namespace, WFE name) from a PipelineRun's labels (a long name: its annotation)."""
+    """(source namespace, WFE name) from a lock's labels (a long name: its annotation)."""
     meta = pipelinerun.get("metadata") or {}
     labels = meta.get("labels") or {}
     name = (meta.get("annotations") or {}).get(ANNOTATION_WORKFLOW_EXECUTION) or labels.get(

@@ -323,6 +323,12 @@ def build_workflow_execution(rr: RemediationRequest, selected: SelectedWorkflow)
     }
     if selected.container_digest:
         spec["workflowRef"]["containerDigest"] = selected.container_digest
+    # Snapshotted with its command and deadline: a later catalog edit changes no run already made.
+    spec["executionEngine"] = selected.engine.value
+    if selected.command:
+        spec["workflowRef"]["command"] = list(selected.command)
+    if selected.active_deadline:
+        spec["workflowRef"]["activeDeadline"] = selected.active_deadline
     if selected.parameters:
         spec["parameters"] = dict(selected.parameters)
     timeouts = rr.spec.timeout_config

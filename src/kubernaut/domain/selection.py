@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kubernaut.api.v1alpha1 import RemediationRequest, RemediationWorkflow
+from kubernaut.api.v1alpha1.common import ExecutionEngine
 from kubernaut.api.v1alpha1.remediationrequest import RequestedWorkflowRef
 from kubernaut.api.v1alpha1.remediationrequest import SelectedWorkflow as SelectedWorkflowStatus
 
@@ -26,6 +27,9 @@ class SelectedWorkflow:
     container_digest: str | None
     parameters: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    engine: ExecutionEngine = ExecutionEngine.TEKTON
+    command: tuple[str, ...] = ()  # engine job: the container's command
+    active_deadline: str | None = None  # engine job
 
     def to_status(self) -> SelectedWorkflowStatus:
         """The form recorded in the request's `status.selectedWorkflow`."""
@@ -69,6 +73,7 @@ def _from_catalog(entry: RemediationWorkflow, source: str, ref: RequestedWorkflo
     parameters = dict(spec.parameters or {})
     image = spec.container_image
     digest = spec.container_digest
+    execution = spec.execution
     if ref is not None:
         parameters.update(ref.parameters or {})
         if ref.container_image and ref.container_image != image:
@@ -81,6 +86,9 @@ def _from_catalog(entry: RemediationWorkflow, source: str, ref: RequestedWorkflo
         container_digest=digest,
         parameters=parameters,
         source=source,
+        engine=execution.engine if execution else ExecutionEngine.TEKTON,
+        command=tuple(execution.command or ()) if execution else (),
+        active_deadline=execution.active_deadline if execution else None,
     )
 
 

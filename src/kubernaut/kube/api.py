@@ -3,11 +3,12 @@
 informer cache so that the next pass reads what was just written or read).
 
 - `get_object`: a GET; None when the object does not exist.
+- `list_objects`: a LIST of one namespace by label selector.
 - `create_idempotent`: a create; a taken name reads the object there instead (`created` False).
 - `patch_status_if_current` / `patch_if_current`: merge patches with `metadata.resourceVersion` as
   precondition (`Conflict` when the object changed since it was read).
 - `delete_if_ours`: a delete with a UID precondition, so that a newer object of the same name is
-  never deleted; an object already gone counts as deleted.
+  never deleted; an object already gone counts as deleted; optionally with a propagation policy.
 - `kube_errors()`: the same translation around any other call.
 """
 
@@ -56,6 +57,11 @@ async def get_object(
     except NotFound:
         return None
     return _into(into, found)
+
+
+async def list_objects(client: AsyncClient, resource: Any, namespace: str, *, labels: dict[str, str]) -> list[Body]:
+    with kube_errors():
+        return [_to_dict(obj) async for obj in client.list(resource, namespace=namespace, labels=labels)]
 
 
 async def create_idempotent(client: AsyncClient, obj: Any, *, into: Cache | None = None) -> tuple[Body, bool]:
@@ -108,15 +114,20 @@ async def patch_if_current(
     return _into(into, updated)
 
 
-async def delete_if_ours(client: AsyncClient, resource: Any, name: str, namespace: str | None, *, uid: str) -> bool:
+async def delete_if_ours(
+    client: AsyncClient, resource: Any, name: str, namespace: str | None, *, uid: str, propagation: str | None = None
+) -> bool:
     """Delete the object of that name only if it still is the one with `uid`. True: it is gone
-    (deleted now, or already); False: the name belongs to another object, which is left alone.
+    (deleted now, or already) or, with `propagation` Foreground, going once its dependents are;
+    False: the name belongs to another object, which is left alone.
 
     lightkube's `delete` sends no body, and preconditions travel only in the DeleteOptions body:
     the request is built and sent through lightkube's own client (hooks, auth and all)."""
     generic = client._client
     request = generic.prepare_request("delete", res=resource, name=name, namespace=namespace)
     request.data = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+    if propagation:
+        request.data["propagationPolicy"] = propagation
     try:
         with kube_errors():
             generic.handle_response("delete", await generic.send(generic.build_adapter_request(request)), request)

@@ -27,6 +27,7 @@ Deliver = Callable[[str | None, Body], None]
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 5.0
+ABSENT_RECHECK_SECONDS = 60.0  # an optional kind not served (its CRD may be installed later)
 # The API server ends each watch after this long, just before that a bookmark carries the newest
 # version; it must stay below the client's read timeout (30 s in make_client), or a quiet watch
 # would end in a read error instead.
@@ -59,6 +60,13 @@ def next_backoff(delay: float) -> float:
     return BACKOFF_FIRST if delay <= 0 else min(BACKOFF_MAX, delay * 2)
 
 
+def is_not_served(exc: BaseException) -> bool:
+    """404 to a LIST: the API server does not serve the kind (its CRD is not installed)."""
+    if isinstance(exc, ApiError):
+        return bool(exc.status.code == 404)
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404
+
+
 def is_gone(exc: BaseException) -> bool:
     """410 Gone, as a watch ERROR event (ApiError) or as the response to the watch request."""
     if isinstance(exc, ApiError):
@@ -81,6 +89,7 @@ class Reflector:
         deliver: Deliver | None = None,
         name: str = "",
         plural: str = "",
+        optional: bool = False,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -95,9 +104,32 @@ class Reflector:
         self._lists = WATCH_LISTS.labels(resource=plural or self.name, reason="start")
         self._relists = WATCH_LISTS.labels(resource=plural or self.name, reason="expired")
         self._delay = 0.0
+        # An optional kind the API server does not serve (Tekton not installed) is empty, and asked
+        # about again every ABSENT_RECHECK_SECONDS; any other kind not served stops the start.
+        self.optional = optional
+        self.absent = False
 
     async def replace(self) -> None:
         """LIST, then make the cache hold what the list holds (in this reflector's namespace)."""
+        try:
+            await self._replace()
+        except Exception as exc:
+            if not (self.optional and is_not_served(exc)):
+                raise
+            if not self.absent:
+                log.warning(
+                    "%s are not served by the API server: none, asked again every %ss",
+                    self.name,
+                    ABSENT_RECHECK_SECONDS,
+                )
+            self.absent = True
+            self.synced.set()
+            return
+        if self.absent:
+            log.info("%s are served now", self.name)
+        self.absent = False
+
+    async def _replace(self) -> None:
         params = {"labelSelector": self.label_selector}
         br = self.client._client.prepare_request("list", res=self.resource, namespace=self._ns(), params=params)
         listing = self.client._client.list(br)
@@ -124,6 +156,10 @@ class Reflector:
             try:
                 if self.version is None:
                     await self.replace()
+                if self.absent:
+                    await asyncio.sleep(ABSENT_RECHECK_SECONDS)
+                    self.version = None
+                    continue
                 await self._watch()
             except asyncio.CancelledError:
                 raise

@@ -1,4 +1,5 @@
-"""lightkube resource classes for our kinds and for Tekton's."""
+"""lightkube resource classes for our kinds, Tekton's and the Job engine's (generic: bodies stay whole
+dicts, whatever fields the cluster's version adds)."""
 
 from typing import Any
 
@@ -16,3 +17,5 @@ NotificationRequestResource: Any = create_namespaced_resource(
 RemediationWorkflowResource: Any = create_global_resource(GROUP, VERSION, "RemediationWorkflow", "remediationworkflows")
 PipelineRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "PipelineRun", "pipelineruns")
 TaskRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "TaskRun", "taskruns")
+JobResource: Any = create_namespaced_resource("batch", "v1", "Job", "jobs")
+PodResource: Any = create_namespaced_resource("", "v1", "Pod", "pods")

@@ -37,6 +37,17 @@ class KubeModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class ExecutionEngine(StrEnum):
+    """What runs a workflow: a Tekton PipelineRun from a bundle, or a Kubernetes Job from an image."""
+
+    TEKTON = "tekton"
+    JOB = "job"
+
+
+GO_DURATION_PATTERN = r"^([0-9]+(\.[0-9]*)?(ns|us|ms|s|m|h))+$"
+"""A positive Go duration such as `90s`, `10m` or `1h30m`."""
+
+
 class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"

@@ -1,10 +1,18 @@
-"""RemediationWorkflow: a catalog entry saying which Tekton bundle remediates which signals."""
+"""RemediationWorkflow: a catalog entry saying which workflow (Tekton bundle or Job image) remediates
+which signals."""
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
-from kubernaut.api.v1alpha1.common import CustomResource, KubeModel, PrinterColumn, age_column
+from kubernaut.api.v1alpha1.common import (
+    GO_DURATION_PATTERN,
+    CustomResource,
+    ExecutionEngine,
+    KubeModel,
+    PrinterColumn,
+    age_column,
+)
 
 
 class WorkflowMatch(KubeModel):
@@ -18,17 +26,64 @@ class WorkflowMatch(KubeModel):
     )
 
 
+class WorkflowExecutionSettings(KubeModel):
+    """How the workflow runs: its engine and, for a Job, the container's command and deadline."""
+
+    # The API server refuses what the model refuses, before a bad entry reaches the catalog.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.engine) && self.engine == 'job' ? has(self.command) && size(self.command) > 0 "
+                    ": !has(self.command) && !has(self.activeDeadline)",
+                    "message": "engine job needs a command; command and activeDeadline apply only to engine job",
+                }
+            ]
+        }
+    )
+
+    engine: ExecutionEngine = Field(
+        default=ExecutionEngine.TEKTON,
+        description="tekton (default): containerImage is a Tekton bundle run as a PipelineRun; job: "
+        "containerImage is a container image run as a Kubernetes Job.",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Job only (required there): the workflow container's command and arguments.",
+    )
+    active_deadline: str | None = Field(
+        default=None,
+        pattern=GO_DURATION_PATTERN,
+        description="Job only: the Job's activeDeadlineSeconds as a Go duration (e.g. 10m); none by default.",
+    )
+
+    @model_validator(mode="after")
+    def _command_fits_engine(self) -> Self:
+        if self.engine == ExecutionEngine.JOB and not self.command:
+            raise ValueError("execution.command is required when execution.engine is job (the container's command)")
+        if self.engine == ExecutionEngine.TEKTON and (self.command or self.active_deadline):
+            raise ValueError("execution.command and execution.activeDeadline apply only to execution.engine job")
+        return self
+
+
 class RemediationWorkflowSpec(KubeModel):
     """A workflow in the catalog."""
 
     workflow_id: str = Field(min_length=1, description="Catalog key, copied into WorkflowExecutions.")
     version: str = Field(min_length=1, description="Workflow version.")
-    container_image: str = Field(description="Tekton bundle holding a Pipeline named 'workflow' (required, non-empty).")
+    container_image: str = Field(
+        description="Required, non-empty. Engine tekton: the Tekton bundle holding a Pipeline named "
+        "'workflow'; engine job: the container image of the Job."
+    )
     container_digest: str | None = Field(default=None, description="Bundle digest, for audit.")
     description: str | None = Field(default=None, description="What the workflow does.")
     parameters: dict[str, str] | None = Field(default=None, description="Default parameters (UPPER_SNAKE_CASE keys).")
     match: WorkflowMatch | None = Field(default=None, description="Which requests it fits.")
     priority: int = Field(default=0, description="Among matching workflows the highest wins; ties by name.")
+    execution: WorkflowExecutionSettings | None = Field(
+        default=None, description="The engine that runs the workflow (default tekton)."
+    )
 
 
 class RemediationWorkflow(CustomResource):
@@ -47,8 +102,8 @@ class RemediationWorkflow(CustomResource):
         age_column(),
     )
     DESCRIPTION: ClassVar[str] = (
-        "RemediationWorkflow is an entry of the cluster-wide workflow catalog: a Tekton bundle "
-        "and the signals, severities and target kinds it remediates."
+        "RemediationWorkflow is an entry of the cluster-wide workflow catalog: a Tekton bundle or a "
+        "Job's container image, and the signals, severities and target kinds it remediates."
     )
 
     kind: str = "RemediationWorkflow"

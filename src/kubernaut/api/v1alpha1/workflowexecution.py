@@ -6,8 +6,10 @@ from typing import ClassVar
 from pydantic import Field
 
 from kubernaut.api.v1alpha1.common import (
+    GO_DURATION_PATTERN,
     Condition,
     CustomResource,
+    ExecutionEngine,
     KubeModel,
     ObjectReference,
     PrinterColumn,
@@ -42,15 +44,25 @@ class ClearMethod(StrEnum):
 
 
 class WorkflowRef(KubeModel):
-    """Which workflow to run: a catalog key and the Tekton bundle that holds its Pipeline."""
+    """Which workflow to run: a catalog key and the Tekton bundle (or Job image) that holds it."""
 
     workflow_id: str = Field(description="Catalog key of the workflow (RemediationWorkflow workflowId).")
     version: str = Field(description="Version of the workflow.")
     container_image: str = Field(
-        description="OCI bundle reference handed to Tekton's bundles resolver; it must contain "
-        "a Pipeline named 'workflow' with a TARGET_RESOURCE string parameter."
+        description="Engine tekton: OCI bundle reference handed to Tekton's bundles resolver; it must "
+        "contain a Pipeline named 'workflow' with a TARGET_RESOURCE string parameter. Engine job: the "
+        "image of the Job's container 'workflow'."
     )
     container_digest: str | None = Field(default=None, description="Digest of the bundle, for audit only.")
+    command: list[str] | None = Field(
+        default=None,
+        description="Engine job: the container's command and arguments, copied from the catalog entry.",
+    )
+    active_deadline: str | None = Field(
+        default=None,
+        pattern=GO_DURATION_PATTERN,
+        description="Engine job: the Job's activeDeadlineSeconds as a Go duration, copied from the catalog entry.",
+    )
 
 
 class ExecutionConfig(KubeModel):
@@ -68,13 +80,19 @@ class WorkflowExecutionSpec(KubeModel):
 
     remediation_request_ref: ObjectReference = Field(description="The RemediationRequest this execution serves.")
     workflow_ref: WorkflowRef = Field(description="The workflow to run.")
+    execution_engine: ExecutionEngine = Field(
+        default=ExecutionEngine.TEKTON,
+        description="What runs it, copied from the catalog entry: tekton (a PipelineRun) or job (a "
+        "Kubernetes Job). Either is named by the target's lock.",
+    )
     target_resource: str = Field(
         description="The resource the workflow acts on: 'namespace/kind/name', or 'kind/name' "
         "when cluster-scoped. It is the lock key: one running workflow per target."
     )
     parameters: dict[str, str] | None = Field(
         default=None,
-        description="UPPER_SNAKE_CASE parameters passed to the PipelineRun, in key order, followed by TARGET_RESOURCE.",
+        description="UPPER_SNAKE_CASE parameters passed to the PipelineRun (params) or Job (env vars), "
+        "in key order, followed by TARGET_RESOURCE.",
     )
     confidence: float | None = Field(default=None, description="Selection confidence, for audit only.")
     rationale: str | None = Field(default=None, description="Why this workflow was chosen, for audit only.")
@@ -84,11 +102,11 @@ class WorkflowExecutionSpec(KubeModel):
 
 
 class PipelineRunRef(KubeModel):
-    name: str = Field(description="Name of the PipelineRun in the execution namespace.")
+    name: str = Field(description="Name of the PipelineRun (or Job, by engine) in the execution namespace.")
 
 
 class PipelineRunStatusSummary(KubeModel):
-    """The last observed state of the PipelineRun's Succeeded condition."""
+    """The last observed state of the PipelineRun's Succeeded condition (a Job's: its final condition)."""
 
     status: str = Field(description="True, False or Unknown.")
     reason: str | None = Field(default=None, description="Reason of the Succeeded condition.")
@@ -101,14 +119,16 @@ class FailureDetails(KubeModel):
     """Structured facts about a failure: what failed, why, and whether the workflow had started."""
 
     failed_task_index: int = Field(
-        description="0-based index into the PipelineRun's childReferences of the first failed TaskRun; 0 when unknown.",
+        description="0-based index into the PipelineRun's childReferences of the first failed TaskRun; 0 when "
+        "unknown, and for a Job.",
     )
-    failed_task_name: str = Field(description="Name of the failed TaskRun; empty when unknown.")
+    failed_task_name: str = Field(description="Name of the failed TaskRun (the Job's name); empty when unknown.")
     failed_step_name: str | None = Field(default=None, description="Reserved; never populated.")
     reason: FailureReason = Field(description="Classified failure reason.")
     message: str = Field(description="Human message describing the failure.")
     exit_code: int | None = Field(
-        default=None, description="First non-zero exit code among the failed TaskRun's steps."
+        default=None,
+        description="First non-zero exit code among the failed TaskRun's steps (the Job's container 'workflow').",
     )
     failed_at: Time = Field(description="When the executor recorded the failure.")
     execution_time_before_failure: str = Field(
@@ -143,9 +163,11 @@ class WorkflowExecutionStatus(KubeModel):
     start_time: Time | None = Field(default=None, description="When the PipelineRun was created or adopted.")
     completion_time: Time | None = Field(default=None, description="When the run reached Completed or Failed.")
     duration: str | None = Field(default=None, description="Go duration from start to completion.")
-    pipeline_run_ref: PipelineRunRef | None = Field(default=None, description="The PipelineRun of this run.")
+    pipeline_run_ref: PipelineRunRef | None = Field(
+        default=None, description="The PipelineRun (or Job, by engine) of this run."
+    )
     pipeline_run_status: PipelineRunStatusSummary | None = Field(
-        default=None, description="Last observed PipelineRun status."
+        default=None, description="Last observed PipelineRun (or Job) status."
     )
     failure_details: FailureDetails | None = Field(default=None, description="Set when Failed.")
     block_clearance: BlockClearanceDetails | None = Field(
@@ -155,7 +177,7 @@ class WorkflowExecutionStatus(KubeModel):
 
 
 class WorkflowExecution(CustomResource):
-    """A single execution of a remediation workflow on one target, as a Tekton PipelineRun."""
+    """A single execution of a remediation workflow on one target, as a Tekton PipelineRun or a Job."""
 
     KIND: ClassVar[str] = "WorkflowExecution"
     PLURAL: ClassVar[str] = "workflowexecutions"
@@ -165,13 +187,14 @@ class WorkflowExecution(CustomResource):
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
         PrinterColumn(name="WorkflowID", type="string", json_path=".spec.workflowRef.workflowId"),
         PrinterColumn(name="Target", type="string", json_path=".spec.targetResource"),
+        PrinterColumn(name="Engine", type="string", json_path=".spec.executionEngine"),
         PrinterColumn(name="Duration", type="string", json_path=".status.duration"),
         age_column(),
     )
     DESCRIPTION: ClassVar[str] = (
         "WorkflowExecution is one approved run of a remediation workflow on one target "
-        "resource. The executor turns it into a Tekton PipelineRun whose name is the lock on "
-        "the target, mirrors its progress and records structured failure details."
+        "resource. The executor turns it into a Tekton PipelineRun or a Kubernetes Job (by engine) "
+        "whose name is the lock on the target, mirrors its progress and records structured failure details."
     )
 
     kind: str = "WorkflowExecution"
