@@ -5,16 +5,50 @@ No tests live here; the module name only keeps it beside the tests that use it.
 """
 
 import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
-from kubernaut.kube.client import patch_status
+from kubernaut.devcluster.controlplane import ControlPlane
+from kubernaut.kube.client import install_crds, make_client, patch_status
 from kubernaut.kube.resources import JobResource, PodResource
+from kubernaut.paths import crd_paths
 from tests.integration.executor_support import rfc3339
+from tests.integration.harness import STATE_KUBECONFIG
+
+
+@pytest.fixture(scope="module", name="kubeconfig")
+def played_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A control plane of the module's own without the Job controller, the garbage collector,
+    kube-scheduler and kwok: the tests that import this fixture play them, to pin each exact status."""
+    plane = ControlPlane(
+        tmp_path_factory.mktemp("played-jobs"),
+        controllers="*,-job-controller,-garbage-collector-controller",
+        fake_kubelet=False,
+    )
+    plane.start()
+    STATE_KUBECONFIG.append(plane.kubeconfig)
+    try:
+        yield plane.kubeconfig
+    finally:
+        STATE_KUBECONFIG.remove(plane.kubeconfig)
+        plane.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", name="kube")
+async def played_kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
+    client = make_client(kubeconfig)
+    await install_crds(client, crd_paths())
+    yield client
+    await client.close()
+
 
 BACKOFF = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
 DEADLINE = ("DeadlineExceeded", "Job was active longer than specified deadline")

@@ -1,5 +1,6 @@
-"""The executor's Job engine against the real API server, with the test playing the Job controller,
-the kubelet and the garbage collector."""
+"""The executor's Job engine against the real API server, on a control plane of its own where the test
+plays the Job controller, the kubelet and the garbage collector to pin each status exactly
+(test_job_engine_cluster.py runs a Job on the real ones)."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.integration.harness import (
     settings_for,
     settled,
 )
-from tests.integration.job_support import (
+from tests.integration.job_support import (  # a control plane where the tests play the Job controller
     BACKOFF,
     DEADLINE,
     complete_job,
@@ -36,6 +37,8 @@ from tests.integration.job_support import (
     fail_job,
     job_body,
     play_garbage_collector,
+    played_kube,  # noqa: F401 - the fixture `kube`
+    played_kubeconfig,  # noqa: F401 - the fixture `kubeconfig`
     pod_status,
     start_job,
 )

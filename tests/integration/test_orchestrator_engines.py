@@ -20,7 +20,13 @@ from tests.integration.harness import (
     running,
     settings_for,
 )
-from tests.integration.job_support import complete_job, play_garbage_collector, start_job
+from tests.integration.job_support import (  # a control plane where the tests play the Job controller
+    complete_job,
+    play_garbage_collector,
+    played_kube,  # noqa: F401 - the fixture `kube`
+    played_kubeconfig,  # noqa: F401 - the fixture `kubeconfig`
+    start_job,
+)
 from tests.integration.orchestrator_support import STANDIN, create_rr, wait_phase
 from tests.integration.rr import rr_manifest
 from tests.integration.test_orchestrator_bad_input import catalog

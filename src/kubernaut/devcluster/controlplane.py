@@ -75,6 +75,10 @@ class ControlPlane:
     state_dir: Path
     binaries: ControlPlaneBinaries | None = None
     extra_apiserver_args: list[str] = field(default_factory=list)
+    # Tests that play a controller or the kubelet themselves turn it off: kube-controller-manager's
+    # --controllers, and whether kube-scheduler and kwok run (no node, so pods stay unscheduled).
+    controllers: str = "*"
+    fake_kubelet: bool = True
     fsync: bool = False
     api_port: int = 0
     etcd_port: int = 0
@@ -183,9 +187,12 @@ class ControlPlane:
                 f"--root-ca-file={self.pki.ca_cert}",
                 f"--cluster-signing-cert-file={self.pki.ca_cert}",
                 f"--cluster-signing-key-file={self.pki.ca_key}",
-                "--controllers=*",
+                f"--controllers={self.controllers}",
             ],
         )
+        if not self.fake_kubelet:
+            self._wait(kcm, lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", _insecure()), timeout)
+            return
         scheduler_config = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler", [])
         scheduler = self._spawn(
             "kube-scheduler",
