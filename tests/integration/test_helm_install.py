@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 from lightkube.models.authorization_v1 import ResourceAttributes
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.admissionregistration_v1 import (
@@ -20,15 +21,27 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, Secret
 
 from kubernaut.kube.client import install_crds, make_client
-from kubernaut.kube.resources import RemediationRequestResource
+from kubernaut.kube.resources import (
+    NotificationRequestResource,
+    RemediationRequestResource,
+    RemediationWorkflowResource,
+    WorkflowExecutionResource,
+)
 from kubernaut.paths import project_dir
 from tests.helm_chart import CHART, NAMESPACE, PRODUCTION_VALUES, RELEASE, helm, template_args
+from tests.integration.harness import eventually
 from tests.integration.operator_process import ProductionCluster, started_plane, tekton_standin
 from tests.integration.rr import rr_manifest
 from tests.integration.test_rbac import ACCESS, allowed, controllers_as_service_accounts, sa, wait_phase
 
 FOREIGN_CRDS = Path(__file__).parent / "foreign_crds.yaml"
 # Without a kubelet the generated-CA path is the one that needs nothing else in the cluster.
+KINDS = (
+    RemediationRequestResource,
+    WorkflowExecutionResource,
+    NotificationRequestResource,
+    RemediationWorkflowResource,
+)
 INSTALL_SETS = ("--set", "webhook.certManager.enabled=false")
 
 
@@ -42,6 +55,8 @@ async def installed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[P
             await install_crds(admin, [project_dir() / "config" / "tekton" / "crds.yaml", FOREIGN_CRDS])
             await admin.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
             helm("install", RELEASE, CHART, f"--namespace={NAMESPACE}", *INSTALL_SETS, kubeconfig=plane.kubeconfig)
+            # The chart's CRDs become served: kubernaut's kinds can be listed.
+            await eventually(lambda: _served(admin), what="every kubernaut kind listed through the chart's CRDs")
             yield ProductionCluster(plane=plane, admin=admin, directory=directory)
         finally:
             await admin.close()
@@ -59,12 +74,22 @@ async def test_install_brings_up_the_operators_objects(installed: ProductionClus
         container = deployment.spec.template.spec.containers[0]
         assert container.image == "ghcr.io/kubernaut/kubernaut-py:0.1.0"
         assert f"--controllers={component}" in (container.args or [])
-    # The CRDs of the chart are served: kubernaut's kinds can be listed.
-    assert [rr async for rr in admin.list(RemediationRequestResource, namespace=NAMESPACE)] == []
     ca = await _webhook_ca(admin)
     for kind in (MutatingWebhookConfiguration, ValidatingWebhookConfiguration):
         configuration = await admin.get(kind, "kubernaut-admission")
         assert {w.clientConfig.caBundle for w in configuration.webhooks or []} == {ca}
+
+
+async def _served(admin: AsyncClient) -> bool:
+    """Every kind of the chart's CRDs can be listed (they are empty: nothing created them yet)."""
+    try:
+        for kind in KINDS:
+            assert [obj async for obj in admin.list(kind)] == []
+    except ApiError as exc:  # 404 before a CRD is established, 429 while its storage starts
+        if exc.status.code in (404, 429):
+            return False
+        raise
+    return True
 
 
 async def _webhook_ca(admin: AsyncClient) -> str:
