@@ -66,6 +66,9 @@ async def test_install_brings_up_the_operators_objects(installed: ProductionClus
     admin = installed.admin
     status = helm("status", RELEASE, f"--namespace={NAMESPACE}", kubeconfig=installed.plane.kubeconfig)
     assert "STATUS: deployed" in status.stdout
+    notes = helm("get", "notes", RELEASE, f"--namespace={NAMESPACE}", kubeconfig=installed.plane.kubeconfig).stdout
+    assert "Secret kubernaut-gateway-token (key token): the gateway's bearer token" in notes, notes
+    assert "and Tekton Pipelines in the cluster.\n" in notes, notes  # no cert-manager needed here
     for component in ("orchestrator", "executor", "notifier", "gateway"):
         deployment = await admin.get(Deployment, f"kubernaut-{component}", namespace=NAMESPACE)
         assert deployment.spec is not None
