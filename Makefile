@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup controlplane demo test lint typecheck importlint unit component integration e2e crds bench faults clean
+.PHONY: help setup controlplane helm demo test lint typecheck importlint unit component integration e2e crds bench faults clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) controlplane ## Create .venv with the package and tools; build or find kube-apiserver and etcd (idempotent)
+setup: $(STAMP) controlplane helm ## Create .venv with the package and tools; build or find the control plane and helm (idempotent)
 
-controlplane: $(STAMP) ## Build kube-apiserver and etcd once into ~/.cache/kubernaut (or use KUBEBUILDER_ASSETS)
+controlplane: $(STAMP) ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok once into ~/.cache/kubernaut (or use KUBEBUILDER_ASSETS)
 	$(BIN)/python -m kubernaut.devcluster.binaries
+
+helm: $(STAMP) ## Build helm once from its pinned module (tools/helm) into ~/.cache/kubernaut/helm
+	$(BIN)/python -m kubernaut.devcluster.helm
 
 demo: setup ## Run the whole system on the embedded local default and play the demo story (Ctrl-C stops it)
 	$(BIN)/kubernaut dev up --demo --config config/dev/demo.yaml
