@@ -113,7 +113,8 @@ def _why(rr: RemediationRequest, now: datetime | None) -> str:
     return why
 
 
-DEMO_COLUMNS = ("NAME", "PHASE", "TARGET", "WHY", "WFE", "OUTCOME")
+# No WFE column: it is always we-<name>, and 80 columns are better spent on names and reasons.
+DEMO_COLUMNS = ("NAME", "PHASE", "TARGET", "WHY", "OUTCOME")
 
 
 def build_rows(requests: list[RemediationRequest], now: datetime) -> list[list[str]]:
@@ -128,7 +129,6 @@ def build_rows(requests: list[RemediationRequest], now: datetime) -> list[list[s
                 str(status.overall_phase or "New"),
                 f"{target.kind}/{target.name}",
                 _why(rr, now),
-                status.workflow_execution_ref.name if status.workflow_execution_ref else "",
                 str(status.outcome or ""),
             ]
         )
