@@ -1,5 +1,6 @@
 """The command line as a user runs it: `kubernaut dev up`, `get`, `describe`, `audit`, bad config."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 import typer
 
 from kubernaut.cli import app
+from kubernaut.devcluster.demo import STORY
 from kubernaut.paths import project_dir
 
 KUBERNAUT = [sys.executable, "-m", "kubernaut"]
@@ -143,16 +145,16 @@ def test_help_explains_each_command(tmp_path: Path) -> None:
     assert "--no-tekton-standin" in run_cli("dev", "up", "--help", cwd=tmp_path).stdout
 
 
-@pytest.fixture
-def dev_up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """`kubernaut dev up` as a user starts it, in its own directory; stopped with SIGINT."""
-    state = tmp_path / ".kubernaut" / "dev"
-    config = tmp_path / "config.yaml"
-    config.write_text("execution: {cooldown: 1s}\nrouting: {recentlyRemediatedCooldown: 1s}\n")
-    log = (tmp_path / "dev-up.log").open("w")
+@contextlib.contextmanager
+def started_dev_up(cwd: Path, *args: str) -> Iterator[Path]:
+    """`kubernaut dev up ARGS` as a user starts it in `cwd`, its output piped to a file (yielded
+    once it is ready); stopped with SIGINT."""
+    state = cwd / ".kubernaut" / "dev"
+    output = cwd / "dev-up.log"
+    log = output.open("w")
     proc = subprocess.Popen(
-        [*KUBERNAUT, "dev", "up", "--config", str(config)],
-        cwd=tmp_path,
+        [*KUBERNAUT, "dev", "up", *args],
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -161,11 +163,11 @@ def dev_up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     try:
         deadline = time.monotonic() + 90
         while not (state / "endpoints.json").exists():
-            assert proc.poll() is None, (tmp_path / "dev-up.log").read_text()
+            assert proc.poll() is None, output.read_text()
             assert time.monotonic() < deadline, "dev up did not become ready"
             time.sleep(0.2)
         time.sleep(1)
-        yield tmp_path, json.loads((state / "endpoints.json").read_text())
+        yield output
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -175,9 +177,36 @@ def dev_up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
             raise
         finally:
             log.close()
-        assert proc.returncode == 0, (tmp_path / "dev-up.log").read_text()[-3000:]
+        assert proc.returncode == 0, output.read_text()[-3000:]
         leftovers = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True).stdout
         assert leftovers.strip() == "", f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def dev_up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    config = tmp_path / "config.yaml"
+    config.write_text("execution: {cooldown: 1s}\nrouting: {recentlyRemediatedCooldown: 1s}\n")
+    with started_dev_up(tmp_path, "--config", str(config)):
+        yield tmp_path, json.loads((tmp_path / ".kubernaut" / "dev" / "endpoints.json").read_text())
+
+
+def test_demo_piped_tells_the_story_in_plain_lines_and_logs_to_a_file(tmp_path: Path) -> None:
+    operator_log = tmp_path / ".kubernaut" / "dev" / "operator.log"
+    with started_dev_up(tmp_path, "--demo", "--config", str(project_dir() / "config/dev/demo.yaml")) as output:
+        deadline = time.monotonic() + 180
+        while "The story is told" not in output.read_text():
+            assert time.monotonic() < deadline, f"the story did not end:\n{output.read_text()}"
+            time.sleep(1)
+    out = output.read_text()
+    assert f"Operator log: {operator_log}" in out
+    assert [line for line in out.splitlines() if line.startswith("▶ ")] == [f"▶ {step.say}" for step in STORY]
+    assert "  checkout-crashloop: Completed, we-checkout-crashloop, outcome Remediated" in out.splitlines()
+    assert " INFO " not in out
+    assert "\x1b[" not in out
+    assert " INFO " in operator_log.read_text()
+    notifications = re.findall(r"^\((demo/nr-[^)]+)\)$", out, re.MULTILINE)
+    assert notifications
+    assert len(notifications) == len(set(notifications)) == out.count("--- notification ---")  # each once
 
 
 def test_dev_up_runs_a_remediation_that_the_cli_shows(dev_up: tuple[Path, dict[str, str]]) -> None:
