@@ -103,15 +103,15 @@ def test_layout_keeps_every_row_on_one_line() -> None:
 
 
 @pytest.mark.parametrize("width", [80, 60, 40, 12])
-def test_layout_fits_a_width_by_cutting_the_widest_column_first(width: int) -> None:
+def test_layout_fits_a_width_by_cutting_the_widest_column_first_and_the_name_last(width: int) -> None:
     rows = [["checkout-crashloop", "Completed", "x" * 100], ["p", "Blocked", "short"]]
     lines = layout(["NAME", "PHASE", "WHY"], rows, width)
     assert all(len(line) <= width for line in lines)
     if width >= 40:
         assert lines[0].split() == ["NAME", "PHASE", "WHY"]  # headers are never cut
-        assert "Completed" in lines[1]  # short cells stay whole
+        assert "checkout-crashloop" in lines[1]  # the NAME gives way last
     if width >= 60:
-        assert "checkout-crashloop" in lines[1]  # the long WHY gave way first
+        assert "Completed" in lines[1]  # short cells stay whole
         assert lines[1].endswith("…")
 
 
@@ -185,6 +185,7 @@ def test_on_a_terminal_each_row_fits_on_one_line(api: list[Any], monkeypatch: py
     assert all(len(line) <= 80 for line in lines), out
     assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "OUTCOME", "AGE"]
     assert "…" in lines[2]  # the long cells were cut, not wrapped
+    assert "payments-stuck-again-with-a" in lines[2]  # the name gave way last
     start = lines[0].index("PHASE")  # still aligned
     assert lines[1][start:].startswith("Comp")
     assert lines[2][start:].startswith("Bloc")

@@ -16,6 +16,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from kubernaut.api.v1alpha1 import RemediationRequest
@@ -163,12 +164,12 @@ class _LiveStory:
         self._live.__exit__(None, None, None)
 
     def say(self, text: str) -> None:
-        self._live.console.print(f"[cyan]▶[/cyan] {text}")
+        self._live.console.print(f"[cyan]▶[/cyan] {escape(text)}", highlight=False)
 
     def show(self, requests: list[RemediationRequest]) -> None:
         lines = layout(DEMO_COLUMNS, build_rows(requests, datetime.now(UTC)), self._live.console.width)
-        table = Text(f"RemediationRequests (namespace {NAMESPACE})\n", style="bold")
-        table.append(lines[0], style="bold")
+        table = Text()
+        table.append(f"RemediationRequests (namespace {NAMESPACE})\n{lines[0]}", style="bold")
         table.append("".join(f"\n{line}" for line in lines[1:]))
         self._live.update(table)
 
