@@ -10,24 +10,23 @@ import typer
 from rich.console import Console
 
 from kubernaut.cli.audit import audit_app
+from kubernaut.cli.output import command_group
 from kubernaut.cli.remediations import register as register_remediation_commands
 from kubernaut.cli.ui import register as register_ui_command
 from kubernaut.config import Settings, load_settings
 from kubernaut.errors import ConfigError, ControlPlaneError
 
-app = typer.Typer(
-    help="kubernaut: automated remediation for Kubernetes. The orchestrator decides whether a "
+app = command_group(
+    "kubernaut: automated remediation for Kubernetes. The orchestrator decides whether a "
     "RemediationRequest may run a workflow now; the executor runs it as a Tekton PipelineRun "
-    "whose name locks the target.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+    "whose name locks the target."
 )
-dev_app = typer.Typer(help="The embedded local default: a real control plane on this machine.", no_args_is_help=True)
+dev_app = command_group("The local default: a control plane on this machine.")
 app.add_typer(dev_app, name="dev")
 app.add_typer(audit_app, name="audit")
 register_remediation_commands(app)
 register_ui_command(app)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # piped, a path is not cut at 80 columns
 
 ALL_CONTROLLERS = ("orchestrator", "executor", "notifier")
 
@@ -58,11 +57,18 @@ def _controllers(value: str, known: tuple[str, ...] = ALL_CONTROLLERS) -> tuple[
     return names
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+    """Logs go to stderr, or to `log_file` (started afresh) so they do not interleave with what
+    the command prints; errors are shown on stderr either way."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers[0].setLevel(logging.ERROR)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=handlers,
     )
     for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -90,13 +96,19 @@ def dev_up(
             "execution failure and clearing it) with a live table.",
         ),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs on stderr instead of STATE_DIR/operator.log.")
+    ] = False,
 ) -> None:
-    """Run the whole system locally: the local control plane (a fake node, no kubelet), CRDs, the sample catalog, the
-    Tekton stand-in and all controllers, with a SQLite audit store under the state dir.
-    Runs until Ctrl-C (SIGINT) or SIGTERM, then stops everything."""
+    """Run the whole system locally.
+
+    The local control plane (kube-apiserver, controller manager, scheduler and kwok with a fake
+    node, no kubelet), CRDs, the sample catalog, the Tekton stand-in and all controllers, with a
+    SQLite audit store under the state dir. Runs until Ctrl-C (SIGINT) or SIGTERM, then stops
+    everything."""
     settings = _settings(config)
-    _setup_logging(verbose)
+    log_file = None if verbose else state_dir.resolve() / "operator.log"
+    _setup_logging(verbose, log_file)
     from kubernaut.devcluster.devup import run_dev_up
 
     try:
@@ -108,6 +120,7 @@ def dev_up(
                 tekton_standin=not no_tekton_standin,
                 announce=lambda text: console.print(text),
                 demo=demo,
+                log_file=log_file,
             )
         )
     except (ConfigError, ControlPlaneError) as exc:
@@ -163,8 +176,10 @@ def run(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
-    """Run the controllers against an existing cluster (production mode). SIGTERM stops taking
-    work, lets reconciles in flight finish, releases the Lease and exits within the grace period."""
+    """Run the controllers on a cluster (production mode).
+
+    Runs against an existing cluster. SIGTERM stops taking work, lets reconciles in flight
+    finish, releases the Lease and exits within the grace period."""
     settings = _with_run_flags(
         _settings(config),
         {"enabled": leader_elect, "namespace": leader_election_namespace, "lease_name": leader_election_id},

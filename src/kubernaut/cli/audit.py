@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -10,16 +9,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from kubernaut.api.audit import StoredAuditEvent
 from kubernaut.audit.chain import VerifyResult
 from kubernaut.audit.factory import open_audit_store
+from kubernaut.cli.output import command_group, print_table
 from kubernaut.config import load_settings
 from kubernaut.domain.duration import format_rfc3339, parse_go_duration
 from kubernaut.errors import ConfigError
 
-audit_app = typer.Typer(help="Read and verify the tamper-evident audit trail.", no_args_is_help=True)
+audit_app = command_group("Read and verify the tamper-evident audit trail.")
 errors = Console(stderr=True)
 
 LOCAL_STATE_DIR = Path(".kubernaut/dev")
@@ -72,22 +71,22 @@ async def _verify(url: str) -> VerifyResult:
 
 
 def _print_table(events: list[StoredAuditEvent]) -> None:
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("SEQ", "TIME", "TYPE", "OUTCOME", "RESOURCE", "NAMESPACE", "CORRELATION", "ACTOR"):
-        table.add_column(column, overflow="fold")
-    for event in events:
-        table.add_row(
-            str(event.sequence),
-            format_rfc3339(event.event_time),
-            event.event_type,
-            event.event_outcome,
-            f"{event.resource_type}/{event.resource_id}",
-            event.namespace,
-            event.correlation_id,
-            event.actor_id,
-        )
-    # Piped output is not folded to 80 columns: one event per line stays greppable.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 250).print(table)
+    print_table(
+        ("SEQ", "TIME", "TYPE", "OUTCOME", "RESOURCE", "NAMESPACE", "CORRELATION", "ACTOR"),
+        [
+            (
+                str(event.sequence),
+                format_rfc3339(event.event_time),
+                event.event_type,
+                event.event_outcome,
+                f"{event.resource_type}/{event.resource_id}",
+                event.namespace,
+                event.correlation_id,
+                event.actor_id,
+            )
+            for event in events
+        ],
+    )
 
 
 @audit_app.command("list")
@@ -126,7 +125,9 @@ def list_command(
 
 @audit_app.command("verify")
 def verify_command(audit_url: AuditUrlOption = None, config: ConfigOption = None) -> None:
-    """Walk the hash chain: exit 0 when intact, 1 naming the first broken event."""
+    """Verify the hash chain.
+
+    Exit 0 when intact, 1 naming the first broken event."""
     try:
         result = asyncio.run(_verify(resolve_audit_url(audit_url, config)))
     except ConfigError as exc:

@@ -1,41 +1,32 @@
 """`kubernaut get remediations`, `describe remediation`, `clear-block`: the operator's view."""
 
 import asyncio
-import json
 import os
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
+from kubernaut.api.v1alpha1 import GROUP, VERSION, RemediationRequest, WorkflowExecution
 from kubernaut.cli.audit import LOCAL_STATE_DIR, resolve_audit_url
+from kubernaut.cli.output import Output, command_group, print_objects, print_table
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.domain.routing import build_rr_target
 from kubernaut.kube.client import make_client, patch_object
-from kubernaut.kube.resources import WorkflowExecutionResource
+from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from kubernaut.web.views import (
     build_row,
     build_timeline,
     get_or_none,
-    list_remediations,
     read_audit_trail,
     read_remediation,
 )
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines are the terminal's to wrap, not cut at 80 columns when piped
 errors = Console(stderr=True)
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
 
 KubeconfigOption = Annotated[
     Path | None,
@@ -59,43 +50,65 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+# -- pure presentation ------------------------------------------------------------------------------
+
+
+COLUMNS = (
+    ("NAMESPACE", "namespace"),
+    ("NAME", "name"),
+    ("PHASE", "phase"),
+    ("TARGET", "target"),
+    ("WHY", "why"),
+    ("OUTCOME", "outcome"),
+    ("AGE", "age"),
+)
+WIDE_COLUMNS = (
+    *COLUMNS,
+    ("WFE", "workflowExecution"),
+    ("SIGNAL", "signal"),
+    ("SEVERITY", "severity"),
+    ("BLOCKED-UNTIL", "blockedUntil"),
+    ("MESSAGE", "message"),
+)
+
+
+def build_table(rows: list[dict[str, str]], *, wide: bool, namespaced: bool) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of `get remediations`; one namespace asked for needs no NAMESPACE column."""
+    columns = [c for c in (WIDE_COLUMNS if wide else COLUMNS) if not (namespaced and c[1] == "namespace")]
+    return [header for header, _ in columns], [[row[key] for _, key in columns] for row in rows]
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
 def register(app: typer.Typer) -> None:
-    get_app = typer.Typer(help="List resources.", no_args_is_help=True)
-    describe_app = typer.Typer(help="Show one resource in detail.", no_args_is_help=True)
+    get_app = command_group("List resources.")
+    describe_app = command_group("Show one resource in detail.")
     app.add_typer(get_app, name="get")
     app.add_typer(describe_app, name="describe")
 
     @get_app.command("remediations")
     def get_remediations(
         namespace: NamespaceOption = None,
-        output: Annotated[Output, typer.Option("--output", "-o", help="table or json.")] = Output.table,
+        output: Annotated[
+            Output | None,
+            typer.Option(
+                "--output", "-o", help="wide (more columns), or json / yaml (the objects as the API returns them)."
+            ),
+        ] = None,
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """RemediationRequests with their phase, target, why they wait (and how long), WFE and outcome."""
-        rrs = asyncio.run(_list_rrs(resolve_kubeconfig(kubeconfig), namespace))
-        now = datetime.now(UTC)
-        rows = [build_row(rr, now) for rr in rrs]
-        if output == Output.json:
-            console.print_json(json.dumps(rows))
+        """RemediationRequests and why they wait.
+
+        Their phase, target, why they wait (and how long) and outcome; -o wide adds the
+        WorkflowExecution, the signal, its severity, when a block ends and the message."""
+        bodies = asyncio.run(_list_rrs(resolve_kubeconfig(kubeconfig), namespace))
+        if output in (Output.json, Output.yaml):
+            print_objects(bodies, output)
             return
-        table = Table(show_edge=False, header_style="bold")
-        for column in ("NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "WFE", "OUTCOME", "AGE"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(
-                row["namespace"],
-                row["name"],
-                row["phase"],
-                row["target"],
-                row["why"],
-                row["workflowExecution"],
-                row["outcome"],
-                row["age"],
-            )
-        console.print(table)
+        now = datetime.now(UTC)
+        rows = [build_row(RemediationRequest.from_wire(body), now) for body in bodies]
+        print_table(*build_table(rows, wide=output is Output.wide, namespaced=namespace is not None))
 
     @describe_app.command("remediation")
     def describe_remediation(
@@ -104,7 +117,9 @@ def register(app: typer.Typer) -> None:
         kubeconfig: KubeconfigOption = None,
         audit_url: Annotated[str | None, typer.Option("--audit-url", help="Audit store to read events from.")] = None,
     ) -> None:
-        """The timeline of one remediation: phases, blocks, WFE, PipelineRun, notifications, audit events."""
+        """The timeline of one remediation.
+
+        Phases, blocks, WFE, PipelineRun, notifications and audit events."""
         url = resolve_audit_url(audit_url, None)
         readable = not url.startswith("sqlite://") or Path(url.removeprefix("sqlite://")).exists()
         try:
@@ -120,7 +135,9 @@ def register(app: typer.Typer) -> None:
         namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the WFE.")] = "default",
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Allow workflows on a target again after a failure during execution, once you have checked it.
+        """Unblock a target after a failure during execution.
+
+        Once you have checked the target, allow workflows on it again.
 
         Sets the annotation kubernaut.ai/clear-execution-block on the WFE; the executor records who
         cleared it (the admission webhook stamps your Kubernetes user name)."""
@@ -133,12 +150,24 @@ def register(app: typer.Typer) -> None:
         console.print(f"Block cleared on WorkflowExecution {namespace}/{wfe}: {reason.strip()}")
 
 
-async def _list_rrs(kubeconfig: Path | None, namespace: str | None) -> list[RemediationRequest]:
+async def _list_rrs(kubeconfig: Path | None, namespace: str | None) -> list[dict[str, Any]]:
+    """The RemediationRequests as the API returns them, by namespace, then age."""
     client = make_client(kubeconfig)
     try:
-        return await list_remediations(client, namespace)
+        found = [obj.to_dict() async for obj in client.list(RemediationRequestResource, namespace=namespace or "*")]
     finally:
         await client.close()
+    for body in found:  # list items carry no kind of their own; kubectl adds it
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", "RemediationRequest")
+    return sorted(
+        found,
+        key=lambda body: (
+            body["metadata"].get("namespace", ""),
+            body["metadata"].get("creationTimestamp", ""),
+            body["metadata"]["name"],
+        ),
+    )
 
 
 async def _describe(

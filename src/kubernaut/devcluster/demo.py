@@ -16,9 +16,11 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
+from rich.text import Text
 
 from kubernaut.api.v1alpha1 import RemediationRequest
+from kubernaut.domain.columns import layout
 from kubernaut.domain.duration import format_go_duration
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.kube.client import patch_object
@@ -103,25 +105,97 @@ def build_request(name: str, signal: str, kind: str, target: str, seed: str) -> 
     }
 
 
-def build_table(requests: list[RemediationRequest], now: datetime) -> Table:
-    table = Table(title="RemediationRequests (namespace demo)", show_edge=False, header_style="bold")
-    for column in ("NAME", "PHASE", "TARGET", "WHY", "WFE", "OUTCOME"):
-        table.add_column(column, overflow="fold")
+def _why(rr: RemediationRequest, now: datetime | None) -> str:
+    """Why a request waits or ended as it did; with `now`, how long a block has left."""
+    status = rr.status
+    why = status.block_reason or status.skip_reason or status.failure_reason or ""
+    if now is not None and status.blocked_until and status.overall_phase == "Blocked":
+        why += f" ({format_go_duration(max(status.blocked_until - now, now - now))} left)"
+    return why
+
+
+# No WFE column: it is always we-<name>, and 80 columns are better spent on names and reasons.
+DEMO_COLUMNS = ("NAME", "PHASE", "TARGET", "WHY", "OUTCOME")
+
+
+def build_rows(requests: list[RemediationRequest], now: datetime) -> list[list[str]]:
+    """The live table's cells, one row per request."""
+    rows = []
     for rr in requests:
         status = rr.status
-        why = status.block_reason or status.skip_reason or status.failure_reason or ""
-        if status.blocked_until and status.overall_phase == "Blocked":
-            why += f" ({format_go_duration(max(status.blocked_until - now, now - now))} left)"
         target = rr.spec.target_resource
-        table.add_row(
-            rr.metadata.name,
-            str(status.overall_phase or "New"),
-            f"{target.kind}/{target.name}",
-            why,
-            status.workflow_execution_ref.name if status.workflow_execution_ref else "",
-            str(status.outcome or ""),
+        rows.append(
+            [
+                rr.metadata.name,
+                str(status.overall_phase or "New"),
+                f"{target.kind}/{target.name}",
+                _why(rr, now),
+                str(status.outcome or ""),
+            ]
         )
-    return table
+    return rows
+
+
+def build_status_line(rr: RemediationRequest) -> str:
+    """What the plain story prints when a request changes: its phase, why, WFE and outcome."""
+    status = rr.status
+    line = f"  {rr.metadata.name}: {status.overall_phase or 'New'}"
+    if why := _why(rr, None):
+        line += f" ({why})"
+    if status.workflow_execution_ref:
+        line += f", {status.workflow_execution_ref.name}"
+    if status.outcome:
+        line += f", outcome {status.outcome}"
+    return line
+
+
+class _LiveStory:
+    """On a terminal: the narration scrolls above a table that refreshes in place, fitted to the
+    terminal's width."""
+
+    def __init__(self, console: Console) -> None:
+        self._live = Live(console=console, refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> "_LiveStory":
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def say(self, text: str) -> None:
+        self._live.console.print(f"[cyan]▶[/cyan] {escape(text)}", highlight=False)
+
+    def show(self, requests: list[RemediationRequest]) -> None:
+        lines = layout(DEMO_COLUMNS, build_rows(requests, datetime.now(UTC)), self._live.console.width)
+        table = Text()
+        table.append(f"RemediationRequests (namespace {NAMESPACE})\n{lines[0]}", style="bold")
+        table.append("".join(f"\n{line}" for line in lines[1:]))
+        self._live.update(table)
+
+
+class _PlainStory:
+    """Piped: plain lines, one each time a request changes."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._shown: dict[str, str] = {}
+
+    def __enter__(self) -> "_PlainStory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        self._console.print(f"▶ {text}", markup=False, highlight=False)
+
+    def show(self, requests: list[RemediationRequest]) -> None:
+        for rr in requests:
+            line = build_status_line(rr)
+            if self._shown.get(rr.metadata.name) != line:
+                self._shown[rr.metadata.name] = line
+                self._console.print(line, markup=False, highlight=False)
 
 
 async def _list(client: AsyncClient) -> list[RemediationRequest]:
@@ -135,18 +209,16 @@ async def _list(client: AsyncClient) -> list[RemediationRequest]:
 
 
 async def run_story(client: AsyncClient, stop: asyncio.Event, say: Callable[[str], None]) -> None:
-    """Play the story, refreshing the table until every request is terminal (or `stop`)."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # logs and CI: keep rows on one line
+    """Play the story, showing the requests until every one is terminal (or `stop`)."""
+    console = Console(soft_wrap=True)
     started = asyncio.get_running_loop().time()
     pending = list(STORY)
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
+    with _LiveStory(console) if console.is_terminal else _PlainStory(console) as story:
         while not stop.is_set():
             elapsed = asyncio.get_running_loop().time() - started
             while pending and pending[0].at <= elapsed:
                 step = pending.pop(0)
-                live.console.print(f"[cyan]▶[/cyan] {step.say}")
+                story.say(step.say)
                 for spec in step.create:
                     try:
                         await client.create(RemediationRequestResource(build_request(*spec)))
@@ -162,7 +234,7 @@ async def run_story(client: AsyncClient, stop: asyncio.Event, say: Callable[[str
                         {"metadata": {"annotations": {ANNOTATION_CLEAR_BLOCK: "demo: checked by ops"}}},
                     )
             requests = await _list(client)
-            live.update(build_table(requests, datetime.now(UTC)))
+            story.show(requests)
             if not pending and requests and all(rr.is_terminal for rr in requests):
                 break
             with contextlib.suppress(TimeoutError):

@@ -55,6 +55,7 @@ async def run_dev_up(
     announce: Callable[[str], None],
     stop: asyncio.Event | None = None,
     demo: bool = False,
+    log_file: Path | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +97,7 @@ async def run_dev_up(
             write_endpoints(state_dir, endpoints)
             if controllers:
                 await _wait_ready(ready, tasks)
-            announce(_ready_text(plane, state_dir, endpoints, controllers, tekton_standin))
+            announce(_ready_text(plane, state_dir, endpoints, controllers, tekton_standin, log_file))
             services = list(tasks)  # the system runs until a signal, or until one of its parts ends
             if demo:
                 await ensure_namespace(client, DEMO_NAMESPACE)
@@ -140,7 +141,12 @@ async def _start_gateway(
 
 
 def _ready_text(
-    plane: ControlPlane, state_dir: Path, endpoints: dict[str, str], controllers: tuple[str, ...], standin: bool
+    plane: ControlPlane,
+    state_dir: Path,
+    endpoints: dict[str, str],
+    controllers: tuple[str, ...],
+    standin: bool,
+    log_file: Path | None,
 ) -> str:
     lines = [
         f"[green]Ready.[/green] API server {plane.url}",
@@ -157,5 +163,6 @@ def _ready_text(
         f"Controllers: {', '.join(controllers) or 'none (--no-controllers)'}; Tekton stand-in: "
         f"{'on' if standin else 'off (--no-tekton-standin): PipelineRuns will not progress'}"
     )
+    lines.append(f"Operator log: {log_file} (-v: on stderr)" if log_file else "Operator log: stderr")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)

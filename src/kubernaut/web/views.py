@@ -46,6 +46,10 @@ def build_row(rr: RemediationRequest, now: datetime) -> dict[str, str]:
         "workflowExecution": status.workflow_execution_ref.name if status.workflow_execution_ref else "",
         "outcome": str(status.outcome or ""),
         "age": format_go_duration(now - rr.metadata.creation_timestamp) if rr.metadata.creation_timestamp else "",
+        "signal": rr.spec.signal_name,
+        "severity": rr.spec.severity.value,
+        "blockedUntil": format_rfc3339(status.blocked_until) if status.blocked_until else "",
+        "message": status.block_message or status.skip_message or status.message or "",
     }
 
 
