@@ -12,6 +12,7 @@ import subprocess
 import sys
 import termios
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,11 @@ def test_dev_up_runs_a_remediation_that_the_cli_shows(dev_up: tuple[Path, dict[s
     lines = narrow.splitlines()
     assert len(lines) == 2, narrow
     assert all(len(line) <= 60 for line in lines), narrow
+    # dev up serves the web view too: the request's page shows it with its audit trail.
+    with urllib.request.urlopen(f"{endpoints['ui']}remediations/demo/crashloop-api", timeout=10) as page:
+        html = page.read().decode()
+    assert "crashloop-api" in html
+    assert "orchestrator.lifecycle.completed" in html
     described = run_cli("describe", "remediation", "crashloop-api", "-n", "demo", cwd=cwd, env=env)
     assert described.returncode == 0, described.stderr
     assert "restart-deployment" in described.stdout

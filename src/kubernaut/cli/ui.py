@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
             typer.Option("--audit-url", help="Audit store to read events from; else audit.url of --config."),
         ] = None,
     ) -> None:
-        """Serve the web view of remediations (list, one request's timeline, targets and their locks),
-        reading with the kubeconfig's identity. Runs until Ctrl-C."""
+        """Serve the read-only web view of remediations.
+
+        The list of requests, one request's timeline, and the targets with their locks, read with the
+        kubeconfig's identity. Runs until Ctrl-C."""
         from kubernaut.web.server import UiConfig, serving
 
         try:

@@ -26,6 +26,7 @@ from kubernaut.gateway.token import write_token_file
 from kubernaut.kube.client import apply_objects, install_crds, load_manifests, make_client
 from kubernaut.metrics import start_metrics_server
 from kubernaut.paths import crd_paths, samples_dir
+from kubernaut.web.server import UiConfig, serving
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ async def run_dev_up(
                 endpoints["audit"] = settings.audit.url
             gateway = await _start_gateway(client, settings, state_dir, stack)
             endpoints.update(gateway)
+            ui = UiConfig(plane.kubeconfig, settings.execution.namespace, endpoints.get("audit"))
+            endpoints["ui"] = await stack.enter_async_context(serving(ui, "127.0.0.1", 0)) + "/"
             write_endpoints(state_dir, endpoints)
             if controllers:
                 await _wait_ready(ready, tasks)
@@ -159,6 +162,8 @@ def _ready_text(
         lines.append(f"Metrics: {endpoints['metrics']}")
     if "gateway" in endpoints:
         lines.append(f"Alertmanager webhook: {endpoints['gateway']}/api/v1/signals/alertmanager")
+    if "ui" in endpoints:
+        lines.append(f"Web view: {endpoints['ui']}")
     lines.append(
         f"Controllers: {', '.join(controllers) or 'none (--no-controllers)'}; Tekton stand-in: "
         f"{'on' if standin else 'off (--no-tekton-standin): PipelineRuns will not progress'}"
