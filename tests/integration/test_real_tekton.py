@@ -143,7 +143,7 @@ async def test_a_bundle_that_does_not_exist_fails_the_execution_before_it_runs(
     pr_condition = succeeded(pr)
     print(f"real Tekton missing bundle -> PipelineRun {pr_condition}; failureDetails: {status['failureDetails']}")
     assert (pr_condition["status"], pr_condition["reason"]) == ("False", "CouldntGetPipeline")
-    assert missing in pr_condition["message"]
+    assert "workflows/missing" in pr_condition["message"]
     assert await taskruns(tekton_kube, execution) == {}
     details = status["failureDetails"]
     assert details["message"] == pr_condition["message"]

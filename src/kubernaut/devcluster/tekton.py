@@ -9,6 +9,8 @@ Pods land on the kwok node, where the `tekton-pod-finish` stage ends their steps
 
 import logging
 import os
+import random
+import socket
 import time
 import urllib.error
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ SYSTEM_NAMESPACE = "tekton-pipelines"
 RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers"
 # Written into pod specs only (init containers, sidecar stop); no image is ever pulled here.
 _IMAGE_FLAGS = ("entrypoint", "nop", "sidecarlogresults", "workingdirinit", "shell", "shell-image-win")
+_RESOLUTION_REQUESTS = "resolutionrequests.resolution.tekton.dev"
 _READY_LINE = b"Starting controllers..."  # knative sharedmain, once the informers have synced
 
 
@@ -46,10 +49,12 @@ def start_tekton(plane: ControlPlane, binaries: TektonBinaries | None = None, ti
     started = time.monotonic()
     for namespace in (SYSTEM_NAMESPACE, RESOLVERS_NAMESPACE):
         _create_namespace(plane, namespace)
-    for crd in sorted((module / "config" / "300-crds").glob("*.yaml")):
-        for doc in _documents(crd):
-            doc["spec"]["conversion"] = {"strategy": "None"}  # no conversion webhook runs
-            plane.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}", doc)
+    crds = [doc for path in sorted((module / "config" / "300-crds").glob("*.yaml")) for doc in _documents(path)]
+    for doc in crds:
+        doc["spec"]["conversion"] = {"strategy": "None"}  # no conversion webhook runs
+        if doc["metadata"]["name"] == _RESOLUTION_REQUESTS:
+            _optional_resolution_status(doc)
+        plane.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}", doc)
     for path in sorted((module / "config").glob("config-*.yaml")):
         for doc in _documents(path):
             if doc["metadata"]["name"] == "feature-flags":
@@ -63,7 +68,7 @@ def start_tekton(plane: ControlPlane, binaries: TektonBinaries | None = None, ti
             if doc["metadata"]["name"] == "resolvers-feature-flags":
                 doc["data"]["enable-bundles-resolver"] = "true"
             _apply_configmap(plane, doc, RESOLVERS_NAMESPACE)
-    _wait_established(plane, module, timeout)
+    _wait_established(plane, [doc["metadata"]["name"] for doc in crds], timeout)
 
     kubeconfig = str(plane.kubeconfig)
     controller_argv = [
@@ -97,6 +102,29 @@ def start_tekton(plane: ControlPlane, binaries: TektonBinaries | None = None, ti
     )
 
 
+def _optional_resolution_status(crd: dict[str, Any]) -> None:
+    """Tekton's ResolutionRequest schema requires `status.refSource` and `status.source`, but a
+    failed resolution has neither: the API server refuses the resolver's status write ("error
+    marking resolutionrequest as failed: ... status.refSource: Required value") and the
+    PipelineRun waits at ResolvingPipelineRef until it times out. Without the requirement the
+    failure reaches the PipelineRun."""
+    for version in crd["spec"]["versions"]:
+        version["schema"]["openAPIV3Schema"]["properties"]["status"].pop("required", None)
+
+
+def _metrics_port() -> int:
+    """knative parses METRICS_PROMETHEUS_PORT as a 16-bit signed int: a free port below 32768."""
+    for _ in range(100):
+        port = random.randint(20000, 32767)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ControlPlaneError("no free port below 32768 for Tekton's metrics")
+
+
 def _image_flag(name: str) -> str:
     return name if name == "shell-image-win" else f"{name}-image"
 
@@ -109,7 +137,7 @@ def _env(system_namespace: str, metrics_domain: str) -> dict[str, str]:
         "METRICS_DOMAIN": metrics_domain,
         "PROBES_PORT": str(free_port()),
         "PROFILING_PORT": str(free_port()),
-        "METRICS_PROMETHEUS_PORT": str(free_port()),
+        "METRICS_PROMETHEUS_PORT": str(_metrics_port()),
         "METRICS_PROMETHEUS_HOST": "127.0.0.1",
     }
 
@@ -127,7 +155,9 @@ def _logged(path: Path) -> Any:
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    # libyaml's loader when there is one: the pure-Python one takes seconds on Tekton's CRDs.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc]
 
 
 def _create_namespace(plane: ControlPlane, name: str) -> None:
@@ -145,10 +175,7 @@ def _apply_configmap(plane: ControlPlane, doc: dict[str, Any], namespace: str) -
     plane.apply(f"/api/v1/namespaces/{namespace}/configmaps/{doc['metadata']['name']}", doc)
 
 
-def _wait_established(plane: ControlPlane, module: Path, timeout: float) -> None:
-    names = [
-        doc["metadata"]["name"] for crd in (module / "config" / "300-crds").glob("*.yaml") for doc in _documents(crd)
-    ]
+def _wait_established(plane: ControlPlane, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = names
     while time.monotonic() < deadline:
