@@ -29,19 +29,40 @@ _RUN_TIMEOUT = 90.0
 _RUNNER_SA = "kubernaut-workflow-runner"
 
 
-def bundle_source(name: str) -> list[dict[str, Any]]:
-    path = project_dir() / "config" / "tekton" / "bundles" / f"{name}.yaml"
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+def sample_pipeline() -> dict[str, Any]:
+    """The sample bundle's Pipeline `workflow`: tasks `check`, then `remediate` (steps `restart`, `verify`)."""
+    path = project_dir() / "config" / "tekton" / "bundles" / "succeed.yaml"
+    pipeline: dict[str, Any] = yaml.safe_load(path.read_text())
+    return pipeline
+
+
+def failing_in_remediate(annotations: dict[str, str]) -> dict[str, Any]:
+    """The sample Pipeline whose `remediate` task carries kwok's failure annotations; Tekton copies an
+    embedded task's metadata onto its TaskRun and pod."""
+    pipeline = sample_pipeline()
+    task = next(t for t in pipeline["spec"]["tasks"] if t["name"] == "remediate")
+    task["taskSpec"]["metadata"] = {"annotations": annotations}
+    return pipeline
 
 
 @pytest.fixture(scope="module")
 def bundles(tekton_cluster: TektonCluster) -> dict[str, str]:
-    """The sample bundles pushed to the cluster's registry: name -> image reference."""
+    """Bundles pushed to the cluster's registry: name -> image reference."""
+    pipelines = {
+        "succeed": sample_pipeline(),
+        "fail-step": failing_in_remediate({"fake.kubelet/fail": "remediate/restart"}),
+        "oom-step": failing_in_remediate(
+            {
+                "fake.kubelet/fail": "remediate/restart",
+                "fake.kubelet/exit-code": "137",
+                "fake.kubelet/reason": "OOMKilled",
+            }
+        ),
+    }
     images = {}
-    for name in ("succeed", "fail-step"):
-        image = f"{tekton_cluster.registry}/workflows/{name}:1.0.0"
-        push_bundle(image, bundle_source(name))
-        images[name] = image
+    for name, pipeline in pipelines.items():
+        images[name] = f"{tekton_cluster.registry}/workflows/{name}:1.0.0"
+        push_bundle(images[name], [pipeline])
     return images
 
 
@@ -148,3 +169,41 @@ async def test_a_bundle_that_does_not_exist_fails_the_execution_before_it_runs(
     details = status["failureDetails"]
     assert details["message"] == pr_condition["message"]
     assert details["failedTaskName"] == ""
+
+
+async def test_a_step_killed_for_memory_fails_the_execution(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, pr, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["oom-step"], "Failed"
+    )
+    runs = await taskruns(tekton_kube, execution)
+    failed = succeeded(runs["remediate"])
+    assert (failed["reason"], failed["message"]) == ("Failed", '"step-restart" exited with code 137: OOMKilled')
+    pr_condition = succeeded(pr)
+    assert pr_condition["message"] == "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0"
+    details = status["failureDetails"]
+    print(f"real Tekton OOM -> TaskRun {failed}; failureDetails: {details}")
+    assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
+    assert details["exitCode"] == 137
+
+
+async def test_a_missing_service_account_fails_the_execution_at_pod_creation(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await create_namespace(tekton_kube, "src"), await create_namespace(tekton_kube, "exec")
+    target = f"{source}/deployment/app"
+    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",)):
+        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["succeed"])
+        status = await wait_phase(tekton_kube, "wfe-real", source, "Failed", timeout=_RUN_TIMEOUT)
+    pr = await pipelinerun(tekton_kube, build_lock_name(target), execution)
+    runs = await taskruns(tekton_kube, execution)
+    failed = succeeded(runs["check"])
+    print(
+        f"real Tekton missing ServiceAccount -> TaskRun {failed}; PipelineRun {succeeded(pr)}; "
+        f"failureDetails: {status['failureDetails']}"
+    )
+    assert (failed["status"], failed["reason"]) == ("False", "PodCreationFailed")
+    assert f'serviceaccounts "{_RUNNER_SA}" not found' in failed["message"]
+    assert succeeded(pr)["reason"] == "Failed"
+    assert status["failureDetails"]["failedTaskName"] == runs["check"]["metadata"]["name"]
