@@ -12,7 +12,7 @@ from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from kubernaut.devcluster.binaries import build_tekton_binaries
+from kubernaut.devcluster.binaries import find_tekton_binaries
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.devcluster.registry import start_registry
 from kubernaut.devcluster.tekton import TektonInfo, start_tekton
@@ -74,8 +74,10 @@ class TektonCluster:
 @pytest.fixture(scope="module")
 def tekton_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TektonCluster]:
     """Real Tekton on a control plane apart from the session's (whose Tekton CRDs are the stand-in's),
-    for one test module; its binaries are built on first use."""
-    binaries = build_tekton_binaries()
+    for one test module."""
+    binaries = find_tekton_binaries()
+    if binaries is None:  # a cold build takes a quarter of an hour: longer than a test may take
+        pytest.fail("Tekton's binaries are not built: run `.venv/bin/python -m kubernaut.devcluster.binaries --tekton`")
     plane = ControlPlane(tmp_path_factory.mktemp("tekton-plane"))
     plane.start()
     try:

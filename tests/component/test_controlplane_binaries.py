@@ -110,6 +110,7 @@ def test_tekton_and_crane_are_built_on_request_into_caches_of_their_own(
     ]
     assert (built.controller.parent.name, built.crane.parent.name) == ("tekton-v1.6.0", "crane-v0.20.6")
     assert json.loads(built.resolvers.with_name("tekton-resolvers.json").read_text())["recipe"]["version"] == "v1.6.0"
+    assert binaries.find_tekton_binaries() == built
     binaries.build_tekton_binaries(log=lambda line: None)
     assert len(_built(go_log)) == 3  # nothing rebuilt
     assert binaries.find_binaries() is None  # the control plane is a separate set, not built by this

@@ -311,6 +311,15 @@ def ensure_binaries() -> ControlPlaneBinaries:
     return find_binaries() or build_binaries()
 
 
+def find_tekton_binaries() -> TektonBinaries | None:
+    """Tekton's binaries and crane if all are cached with their current recipe, else None."""
+    paths = {c.binary: _cached(c) for c in _TEKTON_COMPONENTS}
+    controller, resolvers, crane = paths["tekton-controller"], paths["tekton-resolvers"], paths["crane"]
+    if controller is None or resolvers is None or crane is None:
+        return None
+    return TektonBinaries(controller=controller, resolvers=resolvers, crane=crane)
+
+
 def build_tekton_binaries(log: Callable[[str], None] | None = None) -> TektonBinaries:
     """Tekton's controller and resolvers, and crane: built on first use, not by `make setup`."""
     paths = _build_missing(_TEKTON_COMPONENTS, log)
