@@ -3,6 +3,7 @@
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,12 @@ from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from kubernaut.devcluster.binaries import find_tekton_binaries
 from kubernaut.devcluster.controlplane import ControlPlane
+from kubernaut.devcluster.registry import start_registry
+from kubernaut.devcluster.tekton import TektonInfo, start_tekton
 from kubernaut.kube.client import install_crds, make_client
-from kubernaut.paths import crd_paths
+from kubernaut.paths import crd_paths, project_dir
 from tests.integration.harness import STATE_KUBECONFIG, TEST_NAMESPACES, track_namespace
 
 pytest_plugins = ["tests.conftest_postgres"]
@@ -54,6 +58,44 @@ def kubeconfig(control_plane: ControlPlane) -> Iterator[Path]:
 async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
     client = make_client(kubeconfig)
     await install_crds(client, crd_paths())
+    yield client
+    await client.close()
+
+
+@dataclass(frozen=True)
+class TektonCluster:
+    """A control plane of its own running real Tekton (controller and resolvers) and a registry."""
+
+    plane: ControlPlane
+    tekton: TektonInfo
+    registry: str  # host:port, plain HTTP
+
+
+@pytest.fixture(scope="module")
+def tekton_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TektonCluster]:
+    """Real Tekton on a control plane apart from the session's (whose Tekton CRDs are the stand-in's),
+    for one test module."""
+    binaries = find_tekton_binaries()
+    if binaries is None:  # a cold build takes a quarter of an hour: longer than a test may take
+        pytest.fail("Tekton's binaries are not built: run `.venv/bin/python -m kubernaut.devcluster.binaries --tekton`")
+    plane = ControlPlane(tmp_path_factory.mktemp("tekton-plane"))
+    plane.start()
+    try:
+        info = start_tekton(plane, binaries)
+        registry = start_registry(plane, binaries.crane)
+        STATE_KUBECONFIG.append(plane.kubeconfig)
+        yield TektonCluster(plane, info, registry)
+    finally:
+        if plane.kubeconfig in STATE_KUBECONFIG:
+            STATE_KUBECONFIG.remove(plane.kubeconfig)
+        plane.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def tekton_kube(tekton_cluster: TektonCluster) -> AsyncIterator[AsyncClient]:
+    """A client of the Tekton cluster with kubernaut's CRDs installed (Tekton's are its own)."""
+    client = make_client(tekton_cluster.plane.kubeconfig)
+    await install_crds(client, [project_dir() / "config" / "crd" / "bases"])
     yield client
     await client.close()
 

@@ -87,3 +87,30 @@ def test_a_binary_without_its_stamp_is_rebuilt(go_log: Path) -> None:
     built.kube_apiserver.with_name("kube-apiserver.json").unlink()  # e.g. built before stamps existed
     binaries.build_binaries(log=lambda line: None)
     assert _built(go_log)[5:] == ["k8s.io/kubernetes/cmd/kube-apiserver"]
+
+
+def test_tekton_and_crane_are_built_on_request_into_caches_of_their_own(
+    go_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "tools"
+    for module, pin in {
+        "tekton": "require github.com/tektoncd/pipeline v1.6.0\n",
+        "crane": "require github.com/google/go-containerregistry v0.20.6\n",
+    }.items():
+        (tools / module).mkdir(parents=True)
+        (tools / module / "go.mod").write_text(f"module example.com/{module}\n\n{pin}")
+        (tools / module / "go.sum").write_text("")
+    monkeypatch.setenv("KUBERNAUT_TOOLS_SRC", str(tools))
+
+    built = binaries.build_tekton_binaries(log=lambda line: None)
+    assert _built(go_log) == [
+        "github.com/tektoncd/pipeline/cmd/controller",
+        "github.com/tektoncd/pipeline/cmd/resolvers",
+        "github.com/google/go-containerregistry/cmd/crane",
+    ]
+    assert (built.controller.parent.name, built.crane.parent.name) == ("tekton-v1.6.0", "crane-v0.20.6")
+    assert json.loads(built.resolvers.with_name("tekton-resolvers.json").read_text())["recipe"]["version"] == "v1.6.0"
+    assert binaries.find_tekton_binaries() == built
+    binaries.build_tekton_binaries(log=lambda line: None)
+    assert len(_built(go_log)) == 3  # nothing rebuilt
+    assert binaries.find_binaries() is None  # the control plane is a separate set, not built by this

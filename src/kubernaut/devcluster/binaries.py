@@ -1,5 +1,6 @@
 """Find or build the control-plane binaries: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok (the fake kubelet).
+kube-scheduler and kwok (the fake kubelet); and, when asked, Tekton Pipelines' controller and
+resolvers plus crane (the local OCI registry) from `tools/tekton/` and `tools/crane/`.
 
 Order per binary: `KUBEBUILDER_ASSETS` (setup-envtest ships etcd and kube-apiserver; the others are
 used from there when present), then the cache `~/.cache/kubernaut/controlplane/<versions>/`, else a
@@ -40,6 +41,13 @@ class ControlPlaneBinaries:
 
 
 @dataclass(frozen=True)
+class TektonBinaries:
+    controller: Path
+    resolvers: Path
+    crane: Path
+
+
+@dataclass(frozen=True)
 class _Component:
     binary: str
     module_dir: str
@@ -48,6 +56,9 @@ class _Component:
     # Kubernetes components report this version at /version and in --version (clients such as
     # knative refuse a server whose version does not parse).
     stamp_kube_version: bool = False
+    # None: a control-plane binary, in `tools/controlplane/` and the shared versions directory;
+    # else a module directly under `tools/`, cached in `<group>-<version>/`.
+    group: str | None = None
 
 
 _COMPONENTS = (
@@ -63,11 +74,43 @@ _COMPONENTS = (
     _Component("kube-scheduler", "apiserver", "k8s.io/kubernetes/cmd/kube-scheduler", "k8s.io/kubernetes", True),
     _Component("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok"),
 )
+_TEKTON_COMPONENTS = (
+    _Component(
+        "tekton-controller",
+        "tekton",
+        "github.com/tektoncd/pipeline/cmd/controller",
+        "github.com/tektoncd/pipeline",
+        group="tekton",
+    ),
+    _Component(
+        "tekton-resolvers",
+        "tekton",
+        "github.com/tektoncd/pipeline/cmd/resolvers",
+        "github.com/tektoncd/pipeline",
+        group="tekton",
+    ),
+    _Component(
+        "crane",
+        "crane",
+        "github.com/google/go-containerregistry/cmd/crane",
+        "github.com/google/go-containerregistry",
+        group="crane",
+    ),
+)
 _FROM_ENVTEST = ("etcd", "kube-apiserver")  # what KUBEBUILDER_ASSETS must hold
 
 
 def source_dir() -> Path:
     return Path(os.environ.get("KUBERNAUT_CONTROLPLANE_SRC", _REPO_ROOT / "tools" / "controlplane"))
+
+
+def tools_dir() -> Path:
+    """The Go modules of the tools beside the control plane (Tekton, crane)."""
+    return Path(os.environ.get("KUBERNAUT_TOOLS_SRC", _REPO_ROOT / "tools"))
+
+
+def _module_dir(component: _Component) -> Path:
+    return (source_dir() if component.group is None else tools_dir()) / component.module_dir
 
 
 def cache_root() -> Path:
@@ -77,7 +120,7 @@ def cache_root() -> Path:
 
 def pinned_version(component: _Component) -> str:
     """The version a component's go.mod pins (the single source of truth)."""
-    go_mod = source_dir() / component.module_dir / "go.mod"
+    go_mod = _module_dir(component) / "go.mod"
     try:
         text = go_mod.read_text()
     except OSError as exc:
@@ -94,13 +137,23 @@ def kube_version() -> str:
 
 
 def _component(binary: str) -> _Component:
-    return next(c for c in _COMPONENTS if c.binary == binary)
+    return next(c for c in (*_COMPONENTS, *_TEKTON_COMPONENTS) if c.binary == binary)
+
+
+def tekton_version() -> str:
+    return pinned_version(_component("tekton-controller"))
 
 
 def cache_dir() -> Path:
     """One directory per set of pinned versions: Kubernetes, etcd, kwok."""
     versions = [pinned_version(_component(binary)) for binary in ("kube-apiserver", "etcd", "kwok")]
     return cache_root() / "-".join(versions)
+
+
+def _target_dir(component: _Component) -> Path:
+    if component.group is None:
+        return cache_dir()
+    return cache_root() / f"{component.group}-{pinned_version(component)}"
 
 
 def ldflags(component: _Component) -> str:
@@ -115,7 +168,7 @@ def ldflags(component: _Component) -> str:
 
 def recipe(component: _Component) -> dict[str, str]:
     """Everything a cached binary depends on; a different recipe means a rebuild."""
-    module = source_dir() / component.module_dir
+    module = _module_dir(component)
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         try:
@@ -145,7 +198,7 @@ def _read_stamp(binary: Path) -> dict[str, Any]:
 
 
 def _cached(component: _Component) -> Path | None:
-    path = cache_dir() / component.binary
+    path = _target_dir(component) / component.binary
     if not path.is_file():
         return None
     stamp = _read_stamp(path)
@@ -154,7 +207,7 @@ def _cached(component: _Component) -> Path | None:
 
 def _from_assets(component: _Component) -> Path | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
-    if not assets:
+    if not assets or component.group is not None:
         return None
     if not all((Path(assets) / name).is_file() for name in _FROM_ENVTEST):
         raise ControlPlaneError(f"KUBEBUILDER_ASSETS={assets} does not contain both kube-apiserver and etcd")
@@ -205,7 +258,7 @@ def _build(component: _Component, out: Path, go: str, say: Callable[[str], None]
     last_note = started
     with subprocess.Popen(
         cmd,
-        cwd=source_dir() / component.module_dir,
+        cwd=_module_dir(component),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -231,32 +284,74 @@ def _build(component: _Component, out: Path, go: str, say: Callable[[str], None]
     say(f"controlplane: built {component.binary} {pinned_version(component)} in {seconds:.0f}s")
 
 
-def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBinaries:
+def _build_missing(components: tuple[_Component, ...], log: Callable[[str], None] | None) -> dict[str, Path]:
     """Build what is missing or stale into the cache; prints progress; reuses the rest."""
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = cache_dir()
-    target.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for component in _COMPONENTS:
+    for component in components:
         found = _found(component)
         if found:
             say(f"controlplane: {component.binary} {pinned_version(component)} ready at {found}")
             paths[component.binary] = found
             continue
+        target = _target_dir(component)
+        target.mkdir(parents=True, exist_ok=True)
         paths[component.binary] = target / component.binary
         why = "its recipe changed" if paths[component.binary].is_file() else "once, minutes when cold"
         say(f"controlplane: building {component.binary} {pinned_version(component)} ({why})...")
         _build(component, paths[component.binary], _go(), say)
-    return _binaries(paths)
+    return paths
+
+
+def build_binaries(log: Callable[[str], None] | None = None) -> ControlPlaneBinaries:
+    return _binaries(_build_missing(_COMPONENTS, log))
 
 
 def ensure_binaries() -> ControlPlaneBinaries:
     return find_binaries() or build_binaries()
 
 
+def find_tekton_binaries() -> TektonBinaries | None:
+    """Tekton's binaries and crane if all are cached with their current recipe, else None."""
+    paths = {c.binary: _cached(c) for c in _TEKTON_COMPONENTS}
+    controller, resolvers, crane = paths["tekton-controller"], paths["tekton-resolvers"], paths["crane"]
+    if controller is None or resolvers is None or crane is None:
+        return None
+    return TektonBinaries(controller=controller, resolvers=resolvers, crane=crane)
+
+
+def build_tekton_binaries(log: Callable[[str], None] | None = None) -> TektonBinaries:
+    """Tekton's controller and resolvers, and crane: built on first use, not by `make setup`."""
+    paths = _build_missing(_TEKTON_COMPONENTS, log)
+    return TektonBinaries(
+        controller=paths["tekton-controller"], resolvers=paths["tekton-resolvers"], crane=paths["crane"]
+    )
+
+
+def tekton_module_dir() -> Path:
+    """The pinned Tekton module's source in the Go module cache (its `config/` manifests)."""
+    version = tekton_version()
+    out = subprocess.run(
+        [_go(), "mod", "download", "-json", f"github.com/tektoncd/pipeline@{version}"],
+        cwd=tools_dir() / "tekton",
+        env={**os.environ, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ControlPlaneError(
+            f"go mod download github.com/tektoncd/pipeline@{version} failed: {out.stdout}{out.stderr}"
+        )
+    return Path(json.loads(out.stdout)["Dir"])
+
+
 def main() -> int:
     try:
-        build_binaries()
+        if "--tekton" in sys.argv[1:]:
+            build_tekton_binaries()
+        else:
+            build_binaries()
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -109,13 +109,14 @@ class ControlPlane:
         log.info("Control plane ready at %s in %.1fs", self.url, time.monotonic() - started)
         return self
 
-    def _spawn(self, name: str, argv: list[str]) -> _Process:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Process:
         log_file = (self.state_dir / f"{name}.log").open("ab")
         popen = subprocess.Popen(
             argv,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
             preexec_fn=_die_with_parent,
         )
         proc = _Process(name, popen, log_file)
@@ -272,6 +273,27 @@ class ControlPlane:
             return False
         conditions = (node.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None, ready: Any, timeout: float) -> None:
+        """Run one more process with the control plane (stopped with it, first); wait for `ready()`."""
+        self._wait(self._spawn(name, argv, env), ready, timeout)
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.log"
+
+    def send_json(self, method: str, path: str, body: Any, content_type: str = "application/json") -> Any:
+        """Send `body` to the API server as the admin; the decoded reply (HTTPError on failure)."""
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": content_type}, method=method
+        )
+        with urllib.request.urlopen(request, timeout=30, context=self._ssl_context()) as resp:
+            return json.loads(resp.read())
+
+    def apply(self, path: str, body: Any) -> Any:
+        """Server-side apply `body` at its object path (big CRDs exceed client-side apply's annotation)."""
+        return self.send_json(
+            "PATCH", f"{path}?fieldManager=kubernaut-dev&force=true", body, "application/apply-patch+yaml"
+        )
 
     def get_json(self, path: str) -> Any:
         """GET `path` from the API server as the admin."""

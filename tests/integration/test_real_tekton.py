@@ -1,0 +1,209 @@
+"""The executor against real Tekton Pipelines: its controller and bundles resolver run on a control
+plane of their own, bundles come from a local registry, pods run on the kwok node.
+
+What is asserted on Tekton's side is Tekton's own wording (the conditions its reconcilers write);
+on ours, what the executor's failure analysis makes of it.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod, ServiceAccount
+
+from kubernaut.devcluster.controlplane import NODE_NAME
+from kubernaut.devcluster.registry import push_bundle
+from kubernaut.domain.target import build_lock_name
+from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
+from kubernaut.paths import project_dir
+from tests.conftest import TektonCluster
+from tests.integration.executor_support import create_wfe, wait_phase
+from tests.integration.harness import create_namespace, running, settings_for
+
+# Real Tekton reconciles, resolves a bundle over HTTP and waits for kwok: seconds, more on a busy
+# machine; a wait that runs out prints every PipelineRun and TaskRun condition in the namespaces.
+_RUN_TIMEOUT = 90.0
+_RUNNER_SA = "kubernaut-workflow-runner"
+
+
+def sample_pipeline() -> dict[str, Any]:
+    """The sample bundle's Pipeline `workflow`: tasks `check`, then `remediate` (steps `restart`, `verify`)."""
+    path = project_dir() / "config" / "tekton" / "bundles" / "succeed.yaml"
+    pipeline: dict[str, Any] = yaml.safe_load(path.read_text())
+    return pipeline
+
+
+def failing_in_remediate(annotations: dict[str, str]) -> dict[str, Any]:
+    """The sample Pipeline whose `remediate` task carries kwok's failure annotations; Tekton copies an
+    embedded task's metadata onto its TaskRun and pod."""
+    pipeline = sample_pipeline()
+    task = next(t for t in pipeline["spec"]["tasks"] if t["name"] == "remediate")
+    task["taskSpec"]["metadata"] = {"annotations": annotations}
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def bundles(tekton_cluster: TektonCluster) -> dict[str, str]:
+    """Bundles pushed to the cluster's registry: name -> image reference."""
+    pipelines = {
+        "succeed": sample_pipeline(),
+        "fail-step": failing_in_remediate({"fake.kubelet/fail": "remediate/restart"}),
+        "oom-step": failing_in_remediate(
+            {
+                "fake.kubelet/fail": "remediate/restart",
+                "fake.kubelet/exit-code": "137",
+                "fake.kubelet/reason": "OOMKilled",
+            }
+        ),
+    }
+    images = {}
+    for name, pipeline in pipelines.items():
+        images[name] = f"{tekton_cluster.registry}/workflows/{name}:1.0.0"
+        push_bundle(images[name], [pipeline])
+    return images
+
+
+async def namespaces(kube: AsyncClient) -> tuple[str, str]:
+    """(source, execution) namespaces; the execution one has the ServiceAccount the runs use."""
+    source, execution = await create_namespace(kube, "src"), await create_namespace(kube, "exec")
+    await kube.create(ServiceAccount(metadata=ObjectMeta(name=_RUNNER_SA, namespace=execution)))
+    return source, execution
+
+
+async def pipelinerun(kube: AsyncClient, name: str, namespace: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await kube.get(PipelineRunResource, name, namespace=namespace)).to_dict()
+    return body
+
+
+async def taskruns(kube: AsyncClient, namespace: str) -> dict[str, dict[str, Any]]:
+    """TaskRuns by their pipeline task (label `tekton.dev/pipelineTask`)."""
+    found = {}
+    async for obj in kube.list(TaskRunResource, namespace=namespace):
+        body = obj.to_dict()
+        found[body["metadata"]["labels"]["tekton.dev/pipelineTask"]] = body
+    return found
+
+
+def succeeded(body: dict[str, Any]) -> dict[str, Any]:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Succeeded"), {})
+
+
+async def run_to_phase(
+    kube: AsyncClient, kubeconfig: Path, image: str, phase: str
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Run one WFE of `image` through the executor until `phase`: (WFE status, PipelineRun, exec namespace)."""
+    source, execution = await namespaces(kube)
+    target = f"{source}/deployment/app"
+    async with running(kubeconfig, settings_for(execution), ("executor",)):
+        await create_wfe(kube, "wfe-real", source, target, containerImage=image)
+        status = await wait_phase(kube, "wfe-real", source, phase, timeout=_RUN_TIMEOUT)
+    return status, await pipelinerun(kube, build_lock_name(target), execution), execution
+
+
+async def test_a_bundle_that_succeeds_completes_the_execution(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, pr, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["succeed"], "Completed"
+    )
+    assert succeeded(pr) | {"lastTransitionTime": None} == {
+        "type": "Succeeded",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": "Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0",
+        "lastTransitionTime": None,
+    }
+    runs = await taskruns(tekton_kube, execution)
+    assert sorted(runs) == ["check", "remediate"]
+    for run in runs.values():
+        assert succeeded(run)["reason"] == "Succeeded"
+        assert succeeded(run)["message"] == "All Steps have completed executing"
+    pods = [pod async for pod in tekton_kube.list(Pod, namespace=execution)]
+    assert sorted(pod.metadata.labels["tekton.dev/pipelineTask"] for pod in pods) == ["check", "remediate"]
+    assert {pod.spec.nodeName for pod in pods} == {NODE_NAME}
+    assert {pod.status.phase for pod in pods} == {"Succeeded"}
+    assert "failureDetails" not in status
+
+
+async def test_a_step_that_exits_1_fails_the_execution_with_its_task(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, pr, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["fail-step"], "Failed"
+    )
+    runs = await taskruns(tekton_kube, execution)
+    assert succeeded(runs["check"])["reason"] == "Succeeded"
+    failed = succeeded(runs["remediate"])
+    assert (failed["status"], failed["reason"]) == ("False", "Failed")
+    assert failed["message"].startswith('"step-restart" exited with code 1')
+    steps = {step["name"]: step["terminated"]["exitCode"] for step in runs["remediate"]["status"]["steps"]}
+    assert steps == {"restart": 1, "verify": 0}
+    pr_condition = succeeded(pr)
+    assert (pr_condition["status"], pr_condition["reason"]) == ("False", "Failed")
+    assert pr_condition["message"] == "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0"
+
+    details = status["failureDetails"]
+    print(f"real Tekton step failure -> failureDetails: {details}")
+    assert details["reason"] == "TaskFailed"
+    assert details["message"] == pr_condition["message"]
+    assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
+    assert details["failedTaskIndex"] == 1
+    assert details["exitCode"] == 1
+    assert details["wasExecutionFailure"] is True
+
+
+async def test_a_bundle_that_does_not_exist_fails_the_execution_before_it_runs(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient
+) -> None:
+    missing = f"{tekton_cluster.registry}/workflows/missing:1.0.0"
+    status, pr, execution = await run_to_phase(tekton_kube, tekton_cluster.plane.kubeconfig, missing, "Failed")
+    pr_condition = succeeded(pr)
+    print(f"real Tekton missing bundle -> PipelineRun {pr_condition}; failureDetails: {status['failureDetails']}")
+    assert (pr_condition["status"], pr_condition["reason"]) == ("False", "CouldntGetPipeline")
+    assert "workflows/missing" in pr_condition["message"]
+    assert await taskruns(tekton_kube, execution) == {}
+    details = status["failureDetails"]
+    assert details["message"] == pr_condition["message"]
+    assert details["failedTaskName"] == ""
+
+
+async def test_a_step_killed_for_memory_fails_the_execution(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, pr, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["oom-step"], "Failed"
+    )
+    runs = await taskruns(tekton_kube, execution)
+    failed = succeeded(runs["remediate"])
+    assert (failed["reason"], failed["message"]) == ("Failed", '"step-restart" exited with code 137: OOMKilled')
+    pr_condition = succeeded(pr)
+    assert pr_condition["message"] == "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0"
+    details = status["failureDetails"]
+    print(f"real Tekton OOM -> TaskRun {failed}; failureDetails: {details}")
+    assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
+    assert details["exitCode"] == 137
+
+
+async def test_a_missing_service_account_fails_the_execution_at_pod_creation(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await create_namespace(tekton_kube, "src"), await create_namespace(tekton_kube, "exec")
+    target = f"{source}/deployment/app"
+    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",)):
+        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["succeed"])
+        status = await wait_phase(tekton_kube, "wfe-real", source, "Failed", timeout=_RUN_TIMEOUT)
+    pr = await pipelinerun(tekton_kube, build_lock_name(target), execution)
+    runs = await taskruns(tekton_kube, execution)
+    failed = succeeded(runs["check"])
+    print(
+        f"real Tekton missing ServiceAccount -> TaskRun {failed}; PipelineRun {succeeded(pr)}; "
+        f"failureDetails: {status['failureDetails']}"
+    )
+    assert (failed["status"], failed["reason"]) == ("False", "PodCreationFailed")
+    assert f'serviceaccounts "{_RUNNER_SA}" not found' in failed["message"]
+    assert succeeded(pr)["reason"] == "Failed"
+    assert status["failureDetails"]["failedTaskName"] == runs["check"]["metadata"]["name"]
