@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup controlplane helm demo test lint typecheck importlint unit component integration e2e crds bench faults clean
+.PHONY: help setup controlplane tekton helm demo test lint typecheck importlint unit component integration e2e crds bench faults clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) controlplane helm ## Create .venv with the package and tools; build or find the control plane and helm (idempotent)
+setup: $(STAMP) controlplane tekton helm ## Create .venv with the package and tools; build or find the control plane, Tekton and helm (idempotent)
 
 controlplane: $(STAMP) ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok once into ~/.cache/kubernaut (or use KUBEBUILDER_ASSETS)
 	$(BIN)/python -m kubernaut.devcluster.binaries
+
+tekton: $(STAMP) ## Build Tekton Pipelines' controller and resolvers and crane once from their pinned modules (tools/tekton, tools/crane)
+	$(BIN)/python -m kubernaut.devcluster.binaries --tekton
 
 helm: $(STAMP) ## Build helm once from its pinned module (tools/helm) into ~/.cache/kubernaut/helm
 	$(BIN)/python -m kubernaut.devcluster.helm
