@@ -34,7 +34,11 @@ def ui_process(kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-                proc.wait(20)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()  # the test has failed already; leave no process behind for the next tests
+                    proc.wait(10)
 
 
 async def test_ui_serves_the_list_until_ctrl_c(
@@ -62,4 +66,8 @@ async def test_ui_serves_the_list_until_ctrl_c(
         async with session.get(f"{base}/nowhere") as response:
             assert response.status == 404
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(20) == 0, log.read_text()
+    try:
+        code = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"kubernaut ui still running 20 s after SIGINT:\n{log.read_text()}") from None
+    assert code == 0, log.read_text()

@@ -111,7 +111,11 @@ class Prometheus:
                 with urllib.request.urlopen(url, timeout=10) as response:
                     return dict(json.loads(response.read()))
             except urllib.error.HTTPError as exc:
-                return dict(json.loads(exc.read() or b"{}")) | {"http_status": exc.code}
+                body = exc.read()
+                try:
+                    return dict(json.loads(body or b"{}")) | {"http_status": exc.code}
+                except ValueError:  # 503 "Service Unavailable" in plain text while Prometheus starts
+                    return {"status": "unavailable", "http_status": exc.code, "error": body.decode(errors="replace")}
             except (urllib.error.URLError, OSError) as exc:
                 return {"status": "unreachable", "error": str(exc)}
 

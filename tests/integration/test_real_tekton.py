@@ -149,7 +149,7 @@ async def test_a_step_that_exits_1_fails_the_execution_with_its_task(
     details = status["failureDetails"]
     print(f"real Tekton step failure -> failureDetails: {details}")
     assert details["reason"] == "TaskFailed"
-    assert details["message"] == pr_condition["message"]
+    assert details["message"] == failed["message"]  # the TaskRun's words, not the PipelineRun's count
     assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
     assert details["failedTaskIndex"] == 1
     assert details["exitCode"] == 1
@@ -169,6 +169,9 @@ async def test_a_bundle_that_does_not_exist_fails_the_execution_before_it_runs(
     details = status["failureDetails"]
     assert details["message"] == pr_condition["message"]
     assert details["failedTaskName"] == ""
+    # Nothing ran: a configuration error before execution (Tekton set startTime before resolving).
+    assert details["reason"] == "ConfigurationError"
+    assert "wasExecutionFailure" not in details
 
 
 async def test_a_step_killed_for_memory_fails_the_execution(
@@ -186,6 +189,8 @@ async def test_a_step_killed_for_memory_fails_the_execution(
     print(f"real Tekton OOM -> TaskRun {failed}; failureDetails: {details}")
     assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
     assert details["exitCode"] == 137
+    assert details["reason"] == "OOMKilled"
+    assert details["wasExecutionFailure"] is True
 
 
 async def test_a_missing_service_account_fails_the_execution_at_pod_creation(
@@ -206,4 +211,8 @@ async def test_a_missing_service_account_fails_the_execution_at_pod_creation(
     assert (failed["status"], failed["reason"]) == ("False", "PodCreationFailed")
     assert f'serviceaccounts "{_RUNNER_SA}" not found' in failed["message"]
     assert succeeded(pr)["reason"] == "Failed"
-    assert status["failureDetails"]["failedTaskName"] == runs["check"]["metadata"]["name"]
+    details = status["failureDetails"]
+    assert details["failedTaskName"] == runs["check"]["metadata"]["name"]
+    # No pod, no step: a configuration error, and no person needs to review before another run.
+    assert (details["reason"], details["message"]) == ("ConfigurationError", failed["message"])
+    assert "wasExecutionFailure" not in details

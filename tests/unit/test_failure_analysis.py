@@ -30,7 +30,8 @@ NOW = datetime(2025, 12, 15, 10, 30, tzinfo=UTC)
         # row 1: the message mentions OOM
         ("Failed", "step-run was OOMKilled", R.OOM_KILLED),
         ("Failed", "container oom", R.OOM_KILLED),
-        ("Failed", "zoom meeting ended", R.OOM_KILLED),  # plain substring test, on purpose
+        ("Failed", "zoom meeting ended", R.UNKNOWN),  # whole words only
+        ("Failed", "boom: the room was full", R.UNKNOWN),
         ("OOMKilled", "bland", R.UNKNOWN),  # row 1 reads the message only
         # row 2: timeouts and deadlines
         ("PipelineRunTimeout", 'PipelineRun "x" failed to finish within "1h0m0s"', R.DEADLINE_EXCEEDED),
@@ -347,3 +348,114 @@ def test_pre_execution_failure() -> None:
     assert details.natural_language_summary == (
         "Workflow 'wf' failed on target 'a/B/c'.\nReason: ExecutionRaceCondition\nError: Race condition: x\n"
     )
+
+
+# -- what real Tekton reports (statuses as Tekton Pipelines v1.6.0 wrote them on the local cluster) --
+
+
+def tekton_taskrun(name: str, reason: str, message: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    condition = {"type": "Succeeded", "status": "False", "reason": reason, "message": message}
+    return {"metadata": {"name": name}, "status": {"conditions": [condition], "steps": steps}}
+
+
+def tekton_step(name: str, exit_code: int, reason: str) -> dict[str, Any]:
+    started = "2025-12-15T10:29:00Z"
+    return {
+        "name": name,
+        "container": f"step-{name}",
+        "terminated": {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": started},
+    }
+
+
+def tekton_pipelinerun(reason: str, message: str, children: list[str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "wfe-0123456789abcdef"},
+        "status": {
+            "startTime": "2025-12-15T10:28:00Z",
+            "conditions": [{"type": "Succeeded", "status": "False", "reason": reason, "message": message}],
+            "childReferences": [ref(name) for name in children],
+        },
+    }
+
+
+def analyse(pipelinerun: dict[str, Any], taskruns: dict[str, Any]) -> Any:
+    return build_execution_failure(
+        pipelinerun=pipelinerun,
+        taskruns=taskruns,
+        start_time=NOW - timedelta(minutes=2),
+        now=NOW,
+        workflow_id="restart-deployment",
+        target="prod/Deployment/api",
+    )
+
+
+def test_a_step_that_exits_1_is_a_task_failure_with_tektons_words() -> None:
+    check = tekton_taskrun("wfe-x-check", "Succeeded", "", [tekton_step("check", 0, "Completed")])
+    check["status"]["conditions"][0]["status"] = "True"
+    failed = tekton_taskrun(
+        "wfe-x-remediate",
+        "Failed",
+        '"step-restart" exited with code 1: Error',
+        [tekton_step("prepare", 0, "Completed"), tekton_step("restart", 1, "Error")],
+    )
+    run = tekton_pipelinerun(
+        "Failed", "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0", ["wfe-x-check", "wfe-x-remediate"]
+    )
+    details = analyse(run, {"wfe-x-check": check, "wfe-x-remediate": failed})
+    assert (details.reason, details.message) == (R.TASK_FAILED, '"step-restart" exited with code 1: Error')
+    assert (details.failed_task_name, details.failed_task_index, details.exit_code) == ("wfe-x-remediate", 1, 1)
+    assert details.was_execution_failure is True
+
+
+def test_a_step_killed_for_memory_is_oomkilled() -> None:
+    failed = tekton_taskrun(
+        "wfe-x-remediate",
+        "Failed",
+        '"step-restart" exited with code 137: OOMKilled',
+        [tekton_step("restart", 137, "OOMKilled")],
+    )
+    run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0", ["wfe-x-remediate"])
+    details = analyse(run, {"wfe-x-remediate": failed})
+    assert (details.reason, details.exit_code, details.was_execution_failure) == (R.OOM_KILLED, 137, True)
+    assert "memory" in details.natural_language_summary
+
+
+def test_a_pod_that_could_not_be_created_never_ran() -> None:
+    message = (
+        'failed to create task run pod "wfe-x-check": translating TaskSpec to Pod: serviceaccounts '
+        '"kubernaut-workflow-runner" not found. Maybe invalid TaskSpec'
+    )
+    failed = tekton_taskrun("wfe-x-check", "PodCreationFailed", message, [])
+    run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1", ["wfe-x-check"])
+    details = analyse(run, {"wfe-x-check": failed})
+    assert (details.reason, details.message) == (R.CONFIGURATION_ERROR, message)
+    assert details.was_execution_failure is None  # no step started: another run needs no review first
+
+
+def test_a_pod_refused_for_quota_is_resource_exhaustion() -> None:
+    message = 'failed to create task run pod "wfe-x-check": pods "wfe-x-check-pod" is forbidden: exceeded quota: q'
+    failed = tekton_taskrun("wfe-x-check", "PodCreationFailed", message, [])
+    run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0", ["wfe-x-check"])
+    assert analyse(run, {"wfe-x-check": failed}).reason is R.RESOURCE_EXHAUSTED
+
+
+def test_a_bundle_that_does_not_exist_is_a_configuration_error_before_execution() -> None:
+    message = (
+        "Error retrieving pipeline for pipelinerun ns/wfe-x: resolver failed to get Pipeline : error requesting "
+        'remote resource: error getting "bundleresolver" "ns/bundles-1": cannot retrieve the oci image: GET '
+        "http://127.0.0.1:5000/v2/workflows/missing/manifests/1.0.0: NAME_UNKNOWN: Unknown name"
+    )
+    details = analyse(tekton_pipelinerun("CouldntGetPipeline", message, []), {})
+    assert (details.reason, details.message, details.was_execution_failure) == (R.CONFIGURATION_ERROR, message, None)
+
+
+def test_a_bundle_that_cannot_be_pulled_is_an_image_pull_failure_before_execution() -> None:
+    message = 'Error retrieving pipeline for pipelinerun ns/wfe-x: Back-off pulling image "b": ImagePullBackOff'
+    details = analyse(tekton_pipelinerun("CouldntGetPipeline", message, []), {})
+    assert (details.reason, details.was_execution_failure) == (R.IMAGE_PULL_BACK_OFF, None)
+
+
+def test_a_taskrun_we_could_not_read_counts_as_run() -> None:
+    run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0", ["wfe-x-gone"])
+    details = analyse(run, {})
+    assert details.was_execution_failure is True

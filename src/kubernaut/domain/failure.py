@@ -1,5 +1,6 @@
 """Failure analysis of a PipelineRun: reason, failed task, execution vs pre-execution, summary."""
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,24 +35,86 @@ def find_succeeded_condition(obj: Mapping[str, Any] | None) -> Mapping[str, Any]
     return next((c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Succeeded"), None)
 
 
+# Tekton's own reasons, read before any message: the PipelineRun's, then its failed TaskRun's.
+_PIPELINERUN_REASONS = {
+    "PipelineRunTimeout": FailureReason.DEADLINE_EXCEEDED,
+    "CouldntGetPipeline": FailureReason.CONFIGURATION_ERROR,
+    "CouldntGetTask": FailureReason.CONFIGURATION_ERROR,
+    "PipelineValidationFailed": FailureReason.CONFIGURATION_ERROR,
+    "PipelineInvalidGraph": FailureReason.CONFIGURATION_ERROR,
+    "ParameterMissing": FailureReason.CONFIGURATION_ERROR,
+    "ParameterTypeMismatch": FailureReason.CONFIGURATION_ERROR,
+    "InvalidTaskResultReference": FailureReason.CONFIGURATION_ERROR,
+    "InvalidWorkspaceBindings": FailureReason.CONFIGURATION_ERROR,
+}
+_TASKRUN_REASONS = {
+    "TaskRunTimeout": FailureReason.DEADLINE_EXCEEDED,
+    "TaskRunImagePullFailed": FailureReason.IMAGE_PULL_BACK_OFF,
+    "CreateContainerConfigError": FailureReason.CONFIGURATION_ERROR,
+    "TaskRunValidationFailed": FailureReason.CONFIGURATION_ERROR,
+    "CouldntGetTask": FailureReason.CONFIGURATION_ERROR,
+    "ExceededResourceQuota": FailureReason.RESOURCE_EXHAUSTED,
+    "ExceededNodeResources": FailureReason.RESOURCE_EXHAUSTED,
+    "PodCreationFailed": FailureReason.CONFIGURATION_ERROR,  # unless its message says quota or forbidden
+}
+# The message table, last: whole words only ("boom" or "zoom" is no OOM), the first matching row wins.
+_FORBIDDEN = re.compile(r"\b(forbidden|rbac|permission denied)\b")
+_QUOTA = re.compile(r"\b(quota|resource exhausted)\b")
+_IMAGE_PULL = re.compile(r"\b(imagepullbackoff|errimagepull|image pull)\b")
+_MESSAGE_ROWS = (
+    (re.compile(r"\b(oomkilled|oom|out of memory)\b"), FailureReason.OOM_KILLED),
+    (re.compile(r"\b(timeout|timed out|deadline)\b"), FailureReason.DEADLINE_EXCEEDED),
+    (_FORBIDDEN, FailureReason.FORBIDDEN),
+    (_QUOTA, FailureReason.RESOURCE_EXHAUSTED),
+    (_IMAGE_PULL, FailureReason.IMAGE_PULL_BACK_OFF),
+    (re.compile(r"\b(invalid|configuration)\b"), FailureReason.CONFIGURATION_ERROR),
+    (re.compile(r"\btasks?\b.*\bfailed\b"), FailureReason.TASK_FAILED),
+)
+
+
 def classify_failure_reason(reason: str, message: str) -> FailureReason:
-    """The first matching row of the classification table wins (plain substring tests)."""
+    """The message table (a reason naming a timeout counts too; `TaskFailed` is a task failure)."""
     r, m = (reason or "").lower(), (message or "").lower()
-    if "oomkilled" in m or "oom" in m:
+    for pattern, classified in _MESSAGE_ROWS:
+        if pattern.search(m) or (classified is FailureReason.DEADLINE_EXCEEDED and "timeout" in r):
+            return classified
+    return FailureReason.TASK_FAILED if r == "taskfailed" else FailureReason.UNKNOWN
+
+
+def classify_run_failure(
+    pipelinerun_condition: Mapping[str, Any], failed_taskrun: Mapping[str, Any] | None
+) -> FailureReason:
+    """Structured fields before any message: the PipelineRun's reason, the failed TaskRun's reason,
+    its steps' terminated states; then the messages (the TaskRun's, the PipelineRun's)."""
+    pr_reason = str(pipelinerun_condition.get("reason") or "")
+    pr_message = str(pipelinerun_condition.get("message") or "").lower()
+    if pr_reason == "CouldntGetPipeline" and _IMAGE_PULL.search(pr_message):
+        return FailureReason.IMAGE_PULL_BACK_OFF  # the bundle exists but cannot be pulled (yet)
+    if pr_reason in _PIPELINERUN_REASONS:
+        return _PIPELINERUN_REASONS[pr_reason]
+    tr_condition = find_succeeded_condition(failed_taskrun) or {}
+    tr_reason, tr_message = str(tr_condition.get("reason") or ""), str(tr_condition.get("message") or "")
+    if tr_reason == "PodCreationFailed":  # a quota refusal reads "is forbidden: exceeded quota"
+        for pattern, said in (_QUOTA, FailureReason.RESOURCE_EXHAUSTED), (_FORBIDDEN, FailureReason.FORBIDDEN):
+            if pattern.search(tr_message.lower()):
+                return said
+    if tr_reason in _TASKRUN_REASONS:
+        return _TASKRUN_REASONS[tr_reason]
+    terminated = [step["terminated"] for step in _steps(failed_taskrun) if isinstance(step.get("terminated"), Mapping)]
+    if any(state.get("reason") == "OOMKilled" for state in terminated):
         return FailureReason.OOM_KILLED
-    if "timeout" in r or "timeout" in m or "deadline" in m:
-        return FailureReason.DEADLINE_EXCEEDED
-    if "forbidden" in m or "rbac" in m or "permission denied" in m:
-        return FailureReason.FORBIDDEN
-    if "quota" in m or "resource exhausted" in m:
-        return FailureReason.RESOURCE_EXHAUSTED
-    if "imagepullbackoff" in m or "image pull" in m:
-        return FailureReason.IMAGE_PULL_BACK_OFF
-    if "invalid" in m or "configuration" in m:
-        return FailureReason.CONFIGURATION_ERROR
-    if "taskfailed" in r or ("task" in m and "failed" in m):
+    if failed_taskrun is not None and _first_nonzero_exit(failed_taskrun) is not None:
         return FailureReason.TASK_FAILED
-    return FailureReason.UNKNOWN
+    for reason, message in ((tr_reason, tr_message), (pr_reason, pr_message)):
+        classified = classify_failure_reason(reason, message)
+        if classified is not FailureReason.UNKNOWN:
+            return classified
+    return FailureReason.TASK_FAILED if tr_reason == "Failed" else FailureReason.UNKNOWN
+
+
+def _steps(taskrun: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    steps = ((taskrun or {}).get("status") or {}).get("steps") or []
+    return [s for s in steps if isinstance(s, Mapping)]
 
 
 @dataclass(frozen=True)
@@ -86,11 +149,23 @@ def _first_nonzero_exit(taskrun: Mapping[str, Any]) -> int | None:
     return None
 
 
-def decide_was_execution_failure(pipelinerun: Mapping[str, Any] | None, reason: FailureReason) -> bool:
-    """True when the workflow ran (and may have changed the cluster)."""
+def decide_was_execution_failure(
+    pipelinerun: Mapping[str, Any] | None,
+    reason: FailureReason,
+    taskruns: Mapping[str, Mapping[str, Any]] | None = None,
+) -> bool:
+    """True when the workflow ran (and may have changed the cluster): with every TaskRun of the run
+    read, exactly when a step container of one started; else judged from the run and the reason."""
     if pipelinerun is None:
         return False
     status = pipelinerun.get("status") or {}
+    children = [
+        str(r.get("name"))
+        for r in status.get("childReferences") or []
+        if isinstance(r, Mapping) and r.get("kind") == "TaskRun"
+    ]
+    if children and taskruns is not None and all(name in taskruns for name in children):
+        return any("running" in step or "terminated" in step for name in children for step in _steps(taskruns[name]))
     if status.get("startTime"):
         return reason not in _PRE_EXECUTION_REASONS
     if status.get("childReferences"):
@@ -125,10 +200,12 @@ def build_execution_failure(
         reason, message, task = FailureReason.UNKNOWN, f"{kind} was deleted externally", FailedTask()
     else:
         condition = find_succeeded_condition(pipelinerun) or {}
-        message = str(condition.get("message") or "")
-        reason = classify_failure_reason(str(condition.get("reason") or ""), message)
         refs = [r for r in (pipelinerun.get("status") or {}).get("childReferences") or [] if isinstance(r, Mapping)]
         task = find_failed_task(refs, taskruns)
+        failed_taskrun = taskruns.get(task.name) if task.name else None
+        reason = classify_run_failure(condition, failed_taskrun)
+        # The failed TaskRun says what went wrong; the PipelineRun only counts its tasks.
+        message = str((find_succeeded_condition(failed_taskrun) or {}).get("message") or condition.get("message") or "")
     return FailureDetails(
         failed_task_index=task.index,
         failed_task_name=task.name,
@@ -138,7 +215,7 @@ def build_execution_failure(
         failed_at=now,
         execution_time_before_failure=failed_after,
         natural_language_summary=build_summary(workflow_id, target, reason, message, failed_after),
-        was_execution_failure=decide_was_execution_failure(pipelinerun, reason) or None,
+        was_execution_failure=decide_was_execution_failure(pipelinerun, reason, taskruns) or None,
     )
 
 

@@ -129,7 +129,8 @@ def build_app(config: UiConfig) -> web.Application:
 @contextlib.asynccontextmanager
 async def serving(config: UiConfig, address: str, port: int) -> AsyncIterator[str]:
     """The UI served on address:port (0: any free port) for the duration of the block; yields its URL."""
-    runner = web.AppRunner(build_app(config), access_log=None)
+    # Pages are short reads: on stop, a request still open gets 2 s, not aiohttp's default minute.
+    runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, address, port)
