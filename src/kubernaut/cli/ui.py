@@ -1,6 +1,7 @@
 """`kubernaut ui`: the read-only web view of remediations, served on this machine."""
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -53,14 +54,16 @@ def register(app: typer.Typer) -> None:
         )
 
         async def serve() -> None:
+            # Handlers of our own: a process started in the background inherits SIGINT ignored.
+            stop = asyncio.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
             async with serving(ui_config, address, port) as base:
                 typer.echo(f"kubernaut ui: serving {base}/ (Ctrl-C stops it)", err=True)
-                await asyncio.Event().wait()
+                await stop.wait()
 
         try:
             asyncio.run(serve())
         except OSError as exc:  # the port is taken, or the address is not this machine's
             errors.print(f"[red]error:[/red] cannot serve on {address}:{port}: {exc}", highlight=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            pass
