@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightkube import AsyncClient
 from lightkube.types import PatchType, on_error_retry
 
@@ -242,7 +241,7 @@ async def measure_rss(plane: BenchPlane) -> tuple[float, float, float, float]:
         await asyncio.to_thread(controllers.process.stop)
 
 
-def build_routing_probe(history: int, directory: Path) -> Callable[[], object]:
+def build_routing_probe(history: int) -> Callable[[], object]:
     """The orchestrator's routing step for a new request, on caches holding `history` finished RRs and
     WFEs on its fingerprint and target (filled as the watches would; no API server involved)."""
     from kubernaut.api.v1alpha1.remediationrequest import RemediationRequest
@@ -252,21 +251,7 @@ def build_routing_probe(history: int, directory: Path) -> Callable[[], object]:
     from kubernaut.controllers.kinds import RR_KIND, WFE_KIND
     from kubernaut.controllers.manager import Manager
     from kubernaut.domain.routing import RoutingStage
-    from kubernaut.kube.client import make_client
 
-    kubeconfig = directory / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
     settings = parse_settings(
         {
             "execution": {"namespace": EXEC_NS},
@@ -274,7 +259,8 @@ def build_routing_probe(history: int, directory: Path) -> Callable[[], object]:
             "audit": {"url": "memory://"},
         }
     )
-    manager = Manager(client=make_client(kubeconfig), settings=settings, audit=MemoryAuditSink())
+    # The routing step reads only the caches: no client is needed.
+    manager = Manager(client=None, settings=settings, audit=MemoryAuditSink())  # type: ignore[arg-type]
     probe_target = orchestrator.setup(manager)
     base = datetime.now(UTC) - timedelta(hours=2)
     version = 1000
@@ -312,14 +298,13 @@ def build_routing_probe(history: int, directory: Path) -> Callable[[], object]:
 
 def routing_decision_seconds(history: int, repeats: int = 30) -> float:
     """Median time of the orchestrator's routing step with `history` finished RRs and WFEs cached."""
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = build_routing_probe(history, Path(tmp))
-        probe()  # the first call parses the history once; later calls see it memoised
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            probe()
-            times.append(time.perf_counter() - began)
+    probe = build_routing_probe(history)
+    probe()  # the first call parses the history once; later calls see it memoised
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        probe()
+        times.append(time.perf_counter() - began)
     return statistics.median(times)
 
 

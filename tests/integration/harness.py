@@ -231,3 +231,26 @@ def _describe_job(body: dict[str, Any]) -> str:
     if body["metadata"].get("deletionTimestamp") is not None:
         parts.append(f"deleting finalizers={body['metadata'].get('finalizers')}")
     return " ".join(parts)
+
+
+async def hold_lock(
+    client: AsyncClient, lock: str, exec_ns: str, *, holder: str, source_namespace: str, target: str | None = None
+) -> Any:
+    """A PipelineRun named `lock` of another execution (`holder` in `source_namespace`): the target's
+    lock, held by somebody else. Nothing runs it."""
+    from kubernaut.kube.resources import PipelineRunResource
+
+    metadata: dict[str, Any] = {
+        "name": lock,
+        "namespace": exec_ns,
+        "labels": {"kubernaut.ai/workflow-execution": holder, "kubernaut.ai/source-namespace": source_namespace},
+    }
+    if target is not None:
+        metadata["annotations"] = {"kubernaut.ai/target-resource": target}
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": metadata,
+        "spec": {"pipelineRef": {"resolver": "bundles", "params": []}},
+    }
+    return await client.create(PipelineRunResource(body))

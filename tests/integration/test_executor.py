@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
-from prometheus_client import REGISTRY
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
+from tests.integration.executor_support import condition, metric, wfe_manifest, wfe_status
 from tests.integration.harness import (
     OffsetClock,
     create_namespace,
@@ -21,43 +21,6 @@ from tests.integration.harness import (
     settings_for,
     settled,
 )
-
-
-def wfe_manifest(name: str, namespace: str, target: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kubernaut.ai/v1alpha1",
-        "kind": "WorkflowExecution",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "remediationRequestRef": {
-                "apiVersion": "kubernaut.ai/v1alpha1",
-                "kind": "RemediationRequest",
-                "name": "rr-x",
-                "namespace": namespace,
-            },
-            "workflowRef": {
-                "workflowId": "restart-pod",
-                "version": "1.0.0",
-                "containerImage": "registry.example/workflows/restart-pod:1.0.0",
-            },
-            "targetResource": target,
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def metric(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
-
-
-async def wfe_status(kube: AsyncClient, name: str, namespace: str) -> dict[str, Any]:
-    obj = await kube.get(WorkflowExecutionResource, name, namespace=namespace)
-    return obj.to_dict().get("status") or {}
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
 async def test_happy_path_creates_lock_mirrors_completion_and_releases(

@@ -25,6 +25,7 @@ from tests.integration.harness import (
     create_namespace,
     eventually,
     get_or_none,
+    hold_lock,
     running,
     settings_for,
     settled,
@@ -239,24 +240,7 @@ async def test_a_pipelinerun_of_another_execution_is_the_lock_for_a_job_too(
     exec_ns = await create_namespace(kube, "exec")
     target = f"{namespace}/deployment/test-app"
     lock = build_lock_name(target)
-    await kube.create(
-        PipelineRunResource(
-            {
-                "apiVersion": "tekton.dev/v1",
-                "kind": "PipelineRun",
-                "metadata": {
-                    "name": lock,
-                    "namespace": exec_ns,
-                    "labels": {
-                        "kubernaut.ai/workflow-execution": "wfe-other",
-                        "kubernaut.ai/source-namespace": namespace,
-                    },
-                    "annotations": {"kubernaut.ai/target-resource": target},
-                },
-                "spec": {"pipelineRef": {"resolver": "bundles", "params": []}},
-            }
-        )
-    )
+    await hold_lock(kube, lock, exec_ns, holder="wfe-other", source_namespace=namespace, target=target)
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)):
         await create_wfe(kube, "wfe-j", namespace, target, **job_spec())
         status = await wait_phase(kube, "wfe-j", namespace, "Failed")

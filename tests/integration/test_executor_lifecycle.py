@@ -40,7 +40,15 @@ from tests.integration.executor_support import (
     wfe_body,
     wfe_status,
 )
-from tests.integration.harness import create_namespace, events_for, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_namespace,
+    events_for,
+    eventually,
+    get_or_none,
+    hold_lock,
+    running,
+    settings_for,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
@@ -626,23 +634,7 @@ async def test_a_running_wfe_never_mirrors_another_wfes_pipelinerun(
     assert (await wfe_status(kube, "wfe-a", namespace))["phase"] == "Running"
 
     await kube.delete(PipelineRunResource, lock, namespace=exec_ns)
-    foreign = await kube.create(
-        PipelineRunResource(
-            {
-                "apiVersion": "tekton.dev/v1",
-                "kind": "PipelineRun",
-                "metadata": {
-                    "name": lock,
-                    "namespace": exec_ns,
-                    "labels": {
-                        "kubernaut.ai/workflow-execution": "wfe-other",
-                        "kubernaut.ai/source-namespace": "team-2",
-                    },
-                },
-                "spec": {},
-            }
-        )
-    )
+    foreign = await hold_lock(kube, lock, exec_ns, holder="wfe-other", source_namespace="team-2")
     await patch_pipelinerun_status(kube, lock, exec_ns, succeeded("True", "Succeeded", "Tasks Completed: 1"))
 
     async with idle_executor(kubeconfig, settings_for(exec_ns), clock=SteppedClock()) as (_manager, executor):

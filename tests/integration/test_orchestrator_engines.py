@@ -17,6 +17,7 @@ from tests.integration.harness import (
     create_namespace,
     eventually,
     get_or_none,
+    hold_lock,
     running,
     settings_for,
 )
@@ -123,21 +124,7 @@ async def test_a_pipelinerun_lock_blocks_a_job_execution(kube: AsyncClient, kube
     exec_ns = await create_namespace(kube, "exec")
     canonical = f"{namespace}/Deployment/api"
     lock = build_lock_name(canonical)
-    await kube.create(
-        PipelineRunResource(
-            {
-                "apiVersion": "tekton.dev/v1",
-                "kind": "PipelineRun",
-                "metadata": {
-                    "name": lock,
-                    "namespace": exec_ns,
-                    "labels": {"kubernaut.ai/workflow-execution": "we-old", "kubernaut.ai/source-namespace": namespace},
-                    "annotations": {"kubernaut.ai/target-resource": canonical},
-                },
-                "spec": {"pipelineRef": {"resolver": "bundles", "params": []}},
-            }
-        )
-    )
+    await hold_lock(kube, lock, exec_ns, holder="we-old", source_namespace=namespace, target=canonical)
     job_wf = f"restart-job-{uuid.uuid4().hex[:8]}"
     async with catalog(kube, job_entry(job_wf)), running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
         await create_rr(kube, request("rr-job", namespace, job_wf))

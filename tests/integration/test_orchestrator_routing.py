@@ -19,6 +19,7 @@ from tests.integration.harness import (
     create_namespace,
     eventually,
     get_or_none,
+    hold_lock,
     running,
     settings_for,
     settled,
@@ -431,24 +432,7 @@ async def test_held_lock_blocks_until_the_pipelinerun_is_deleted(
         wfe_body("we-old", namespace, canonical, workflow_id="scale-up"),
         failed_wfe_status(clock() - timedelta(hours=1), execution=False, reason="ExecutionRaceCondition"),
     )
-    await kube.create(
-        PipelineRunResource(
-            {
-                "apiVersion": "tekton.dev/v1",
-                "kind": "PipelineRun",
-                "metadata": {
-                    "name": lock,
-                    "namespace": exec_ns,
-                    "labels": {
-                        "kubernaut.ai/workflow-execution": "we-old",
-                        "kubernaut.ai/source-namespace": namespace,
-                    },
-                    "annotations": {"kubernaut.ai/target-resource": canonical},
-                },
-                "spec": {"pipelineRef": {"resolver": "bundles", "params": []}},
-            }
-        )
-    )
+    await hold_lock(kube, lock, exec_ns, holder="we-old", source_namespace=namespace, target=canonical)
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), clock=clock):
         await create_rr(kube, rr_manifest("rr-y", namespace, target=target))
         status = await wait_phase(kube, "rr-y", namespace, "Blocked")

@@ -222,3 +222,37 @@ async def test_a_kind_that_must_be_served_stops_the_start() -> None:
     with pytest.raises(ApiError):
         await reflector.replace()
     assert not reflector.synced.is_set()
+
+
+class Failing(Listing):
+    """The LIST answered with an error status."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__([], "")
+        self.code, self.reason = code, reason
+
+    async def __aiter__(self) -> AsyncIterator[Body]:
+        raise api_error(self.code, self.reason)
+        yield {}  # pragma: no cover - makes this an async generator
+
+
+async def test_the_first_listing_is_retried_while_the_server_is_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Just after a CRD is created the server answers 429 "storage is (re)initializing" for a while.
+    monkeypatch.setattr(reflector_module, "next_backoff", lambda _delay: 0.0)
+    api = ScriptedApi(
+        lists=[Failing(429, "TooManyRequests"), Failing(503, ""), Listing([obj("a", 3)], "5")], watches=[]
+    )
+    cache = Cache()
+    reflector = Reflector(Client(api), PipelineRunResource, cache, namespace="ns")  # type: ignore[arg-type]
+    await reflector.prime()
+    assert [b["metadata"]["name"] for b in cache.all()] == ["a"]
+    assert (reflector.synced.is_set(), reflector.version) == (True, "5")
+    assert [kind for kind, _, _ in api.requests] == ["LIST", "LIST", "LIST"]
+
+
+async def test_a_refused_first_listing_stops_the_start() -> None:
+    api = ScriptedApi(lists=[Failing(403, "Forbidden"), Listing([obj("a", 3)], "5")], watches=[])
+    reflector = Reflector(Client(api), PipelineRunResource, Cache(), namespace="ns")  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        await reflector.prime()
+    assert [kind for kind, _, _ in api.requests] == ["LIST"]

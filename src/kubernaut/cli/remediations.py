@@ -18,6 +18,7 @@ from kubernaut.domain.routing import build_rr_target
 from kubernaut.kube.client import make_client, patch_object
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from kubernaut.web.views import (
+    build_pipelinerun_state,
     build_row,
     build_timeline,
     get_or_none,
@@ -232,11 +233,7 @@ def _print_description(
                 f"  Block cleared by {wfe.status.block_clearance.cleared_by}: {wfe.status.block_clearance.clear_reason}"
             )
     if pipelinerun is not None:
-        conditions = (pipelinerun.get("status") or {}).get("conditions") or []
-        state = next(
-            (f"{c.get('status')} {c.get('reason', '')}" for c in conditions if c.get("type") == "Succeeded"),
-            "not started",
-        )
+        state = build_pipelinerun_state(pipelinerun)
         console.print(f"  PipelineRun {pipelinerun['metadata']['name']} (holds the lock): Succeeded={state}")
     for note in notes:
         phase = (note.get("status") or {}).get("phase", "Pending")

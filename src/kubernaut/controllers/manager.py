@@ -180,14 +180,20 @@ class Manager:
         """LIST every kind into its cache (replacing what it held) before workers start, so that no
         decision sees a cold cache; the watches then start from these lists' versions."""
         for reflector in self._reflectors():
-            await reflector.replace()
+            await reflector.prime()
         for cache in self.caches.values():
             cache.synced.set()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Watch and reconcile until `stop` (or lost leadership). Cancelling this task instead
         abandons everything at once, as a crash would, and leaves the Lease to expire."""
-        await self.prime()
+        priming = asyncio.create_task(self.prime(), name="prime")
+        await _first(priming, stop.wait())
+        if not priming.done():  # stopped while the API server could not list yet
+            priming.cancel()
+            await asyncio.gather(priming, return_exceptions=True)
+            return
+        priming.result()
         watches = [asyncio.create_task(r.run(), name=f"watch-{r.name}") for r in self.reflectors]
         extra = [asyncio.create_task(t(stop)) for t in self._extra_tasks]
         elector_stop, workers_stop = asyncio.Event(), asyncio.Event()

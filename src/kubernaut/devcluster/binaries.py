@@ -120,14 +120,18 @@ def cache_root() -> Path:
 
 def pinned_version(component: _Component) -> str:
     """The version a component's go.mod pins (the single source of truth)."""
-    go_mod = _module_dir(component) / "go.mod"
+    return read_pin(_module_dir(component) / "go.mod", component.version_module)
+
+
+def read_pin(go_mod: Path, module: str) -> str:
+    """The version of `module` that `go_mod` requires."""
     try:
         text = go_mod.read_text()
     except OSError as exc:
         raise ControlPlaneError(f"cannot read {go_mod}: {exc.strerror}") from None
-    match = re.search(rf"^\s*(?:require\s+)?{re.escape(component.version_module)}\s+(v\S+)", text, re.M)
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.M)
     if not match:
-        raise ControlPlaneError(f"{go_mod} does not pin {component.version_module}")
+        raise ControlPlaneError(f"{go_mod} does not pin {module}")
     return match.group(1)
 
 

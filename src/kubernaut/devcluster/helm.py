@@ -6,14 +6,13 @@ with the machine's Go toolchain, the same way the control plane is built.
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kubernaut.devcluster.binaries import _go, cache_root
+from kubernaut.devcluster.binaries import _go, cache_root, read_pin
 from kubernaut.errors import ControlPlaneError
 
 _MODULE_DIR = Path(__file__).resolve().parents[3] / "tools" / "helm"
@@ -21,15 +20,7 @@ _PACKAGE = "helm.sh/helm/v3/cmd/helm"
 
 
 def _module_version(module: str) -> str:
-    go_mod = _MODULE_DIR / "go.mod"
-    try:
-        text = go_mod.read_text()
-    except OSError as exc:
-        raise ControlPlaneError(f"cannot read {go_mod}: {exc.strerror}") from None
-    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.M)
-    if not match:
-        raise ControlPlaneError(f"{go_mod} does not pin {module}")
-    return match.group(1)
+    return read_pin(_MODULE_DIR / "go.mod", module)
 
 
 def pinned_version() -> str:

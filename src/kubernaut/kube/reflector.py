@@ -17,6 +17,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 
+from kubernaut.kube.errors import Transient, to_kube_error
 from kubernaut.kube.runtime import Body, Cache, object_key
 from kubernaut.metrics import WATCH_LISTS
 
@@ -128,6 +129,20 @@ class Reflector:
         if self.absent:
             log.info("%s are served now", self.name)
         self.absent = False
+
+    async def prime(self) -> None:
+        """The first LIST, retried with back-off while the server answers that it cannot yet (a
+        server that has just created a CRD says 429 "storage is (re)initializing"); a refusal ends it."""
+        while True:
+            try:
+                await self.replace()
+                return
+            except Exception as exc:
+                if not isinstance(to_kube_error(exc), Transient):
+                    raise
+                self._delay = next_backoff(self._delay)
+                log.warning("Listing %s failed (retry in %.1fs): %s", self.name, self._delay, str(exc) or repr(exc))
+                await asyncio.sleep(self._delay)
 
     async def _replace(self) -> None:
         params = {"labelSelector": self.label_selector}
