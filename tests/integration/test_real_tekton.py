@@ -21,7 +21,7 @@ from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
 from kubernaut.paths import project_dir
 from tests.conftest import TektonCluster
 from tests.integration.executor_support import create_wfe, wait_phase
-from tests.integration.harness import create_namespace, running, settings_for
+from tests.integration.harness import create_namespace, eventually, running, settings_for
 
 # Real Tekton reconciles, resolves a bundle over HTTP and waits for kwok: seconds, more on a busy
 # machine; a wait that runs out prints every PipelineRun and TaskRun condition in the namespaces.
@@ -36,12 +36,15 @@ def sample_pipeline() -> dict[str, Any]:
     return pipeline
 
 
-def failing_in_remediate(annotations: dict[str, str]) -> dict[str, Any]:
-    """The sample Pipeline whose `remediate` task carries kwok's failure annotations; Tekton copies an
-    embedded task's metadata onto its TaskRun and pod."""
+def failing_in_remediate(
+    annotations: dict[str, str], task_name: str = "remediate", **task_fields: Any
+) -> dict[str, Any]:
+    """The sample Pipeline whose `remediate` task (or `task_name`) carries kwok's annotations (and
+    `task_fields`, such as a timeout); Tekton copies an embedded task's metadata onto its TaskRun and pod."""
     pipeline = sample_pipeline()
-    task = next(t for t in pipeline["spec"]["tasks"] if t["name"] == "remediate")
+    task = next(t for t in pipeline["spec"]["tasks"] if t["name"] == task_name)
     task["taskSpec"]["metadata"] = {"annotations": annotations}
+    task.update(task_fields)
     return pipeline
 
 
@@ -58,6 +61,9 @@ def bundles(tekton_cluster: TektonCluster) -> dict[str, str]:
                 "fake.kubelet/reason": "OOMKilled",
             }
         ),
+        "hang": failing_in_remediate({"fake.kubelet/hang": "true"}),
+        "hang-3s": failing_in_remediate({"fake.kubelet/hang": "true"}, timeout="3s"),
+        "image-pull": failing_in_remediate({"fake.kubelet/image-pull-backoff": "true"}, task_name="check"),
     }
     images = {}
     for name, pipeline in pipelines.items():
@@ -216,3 +222,67 @@ async def test_a_missing_service_account_fails_the_execution_at_pod_creation(
     # No pod, no step: a configuration error, and no person needs to review before another run.
     assert (details["reason"], details["message"]) == ("ConfigurationError", failed["message"])
     assert "wasExecutionFailure" not in details
+
+
+async def test_a_task_past_its_timeout_fails_the_execution_as_deadline_exceeded(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, pr, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["hang-3s"], "Failed"
+    )
+    runs = await taskruns(tekton_kube, execution)
+    failed = succeeded(runs["remediate"])
+    details = status["failureDetails"]
+    print(f"real Tekton task timeout -> TaskRun {failed}; PipelineRun {succeeded(pr)}; failureDetails: {details}")
+    assert (failed["status"], failed["reason"]) == ("False", "TaskRunTimeout")
+    assert failed["message"] == f'TaskRun "{runs["remediate"]["metadata"]["name"]}" failed to finish within "3s"'
+    assert succeeded(pr)["reason"] == "Failed"
+    assert (details["reason"], details["message"]) == ("DeadlineExceeded", failed["message"])
+    assert details["failedTaskName"] == runs["remediate"]["metadata"]["name"]
+    assert details["wasExecutionFailure"] is True  # its step had started: the target may have changed
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_execution_before_it_runs(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    status, _, execution = await run_to_phase(
+        tekton_kube, tekton_cluster.plane.kubeconfig, bundles["image-pull"], "Failed"
+    )
+    runs = await taskruns(tekton_kube, execution)
+    assert sorted(runs) == ["check"]  # the first task: nothing ran
+    failed = succeeded(runs["check"])
+    details = status["failureDetails"]
+    print(f"real Tekton image pull -> TaskRun {failed}; failureDetails: {details}")
+    assert (failed["status"], failed["reason"]) == ("False", "TaskRunImagePullFailed")
+    assert "failed to pull the image" in failed["message"]
+    assert (details["reason"], details["message"]) == ("ImagePullBackOff", failed["message"])
+    assert details["failedTaskName"] == runs["check"]["metadata"]["name"]
+    # Tekton marks the steps terminated with exit code 1; none ran, so no review is needed before a retry.
+    assert "exitCode" not in details
+    assert "wasExecutionFailure" not in details
+
+
+async def test_a_pipelinerun_deleted_while_running_fails_the_execution(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await namespaces(tekton_kube)
+    target = f"{source}/deployment/app"
+    lock = build_lock_name(target)
+    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",)):
+        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["hang"])
+
+        async def remediating() -> bool:
+            runs = await taskruns(tekton_kube, execution)
+            return "remediate" in runs and succeeded(runs["remediate"]).get("reason") == "Running"
+
+        await eventually(remediating, timeout=_RUN_TIMEOUT, what="the remediate TaskRun running")
+        await tekton_kube.delete(PipelineRunResource, lock, namespace=execution)
+        status = await wait_phase(tekton_kube, "wfe-real", source, "Failed", timeout=_RUN_TIMEOUT)
+    details = status["failureDetails"]
+    assert (details["reason"], details["message"]) == ("Unknown", "PipelineRun was deleted externally")
+
+    async def collected() -> bool:  # the real garbage collector removes its TaskRuns and pods
+        pods = [pod async for pod in tekton_kube.list(Pod, namespace=execution)]
+        return not pods and not await taskruns(tekton_kube, execution)
+
+    await eventually(collected, timeout=_RUN_TIMEOUT, what=f"TaskRuns and pods of {execution}/{lock} removed")

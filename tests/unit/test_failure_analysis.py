@@ -459,3 +459,19 @@ def test_a_taskrun_we_could_not_read_counts_as_run() -> None:
     run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0", ["wfe-x-gone"])
     details = analyse(run, {})
     assert details.was_execution_failure is True
+
+
+def test_steps_whose_image_was_never_pulled_never_ran() -> None:
+    # Tekton stops the pod and marks each step terminated with exit code 1: no step container ran.
+    message = (
+        'the step "restart" in TaskRun "wfe-x-check" failed to pull the image "". The pod errored with the '
+        'message: "Back-off pulling image "fake.local/tools/kubectl"."'
+    )
+    steps = [tekton_step("restart", 1, "TaskRunImagePullFailed"), tekton_step("verify", 1, "TaskRunImagePullFailed")]
+    for step in steps:
+        step["terminationReason"] = "TaskRunImagePullFailed"
+    failed = tekton_taskrun("wfe-x-check", "TaskRunImagePullFailed", message, steps)
+    run = tekton_pipelinerun("Failed", "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1", ["wfe-x-check"])
+    details = analyse(run, {"wfe-x-check": failed})
+    assert (details.reason, details.message) == (R.IMAGE_PULL_BACK_OFF, message)
+    assert (details.exit_code, details.was_execution_failure) == (None, None)

@@ -139,9 +139,23 @@ def find_failed_task(
     return FailedTask()
 
 
+_NEVER_RAN = frozenset({"TaskRunImagePullFailed"})
+"""Tekton marks every step of a pod it stops as terminated (exit code 1), also the steps whose image
+was never pulled; with these termination reasons the step's container never ran."""
+
+
+def _step_ran(step: Mapping[str, Any]) -> bool:
+    if "running" in step:
+        return True
+    terminated = step.get("terminated")
+    if not isinstance(terminated, Mapping):
+        return False
+    return terminated.get("reason") not in _NEVER_RAN and step.get("terminationReason") not in _NEVER_RAN
+
+
 def _first_nonzero_exit(taskrun: Mapping[str, Any]) -> int | None:
-    for step in (taskrun.get("status") or {}).get("steps") or []:
-        terminated = step.get("terminated") if isinstance(step, Mapping) else None
+    for step in _steps(taskrun):
+        terminated = step.get("terminated") if _step_ran(step) else None
         if isinstance(terminated, Mapping):
             code = terminated.get("exitCode")
             if isinstance(code, int) and not isinstance(code, bool) and code != 0:
@@ -165,7 +179,7 @@ def decide_was_execution_failure(
         if isinstance(r, Mapping) and r.get("kind") == "TaskRun"
     ]
     if children and taskruns is not None and all(name in taskruns for name in children):
-        return any("running" in step or "terminated" in step for name in children for step in _steps(taskruns[name]))
+        return any(_step_ran(step) for name in children for step in _steps(taskruns[name]))
     if status.get("startTime"):
         return reason not in _PRE_EXECUTION_REASONS
     if status.get("childReferences"):
