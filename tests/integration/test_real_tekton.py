@@ -5,6 +5,7 @@ What is asserted on Tekton's side is Tekton's own wording (the conditions its re
 on ours, what the executor's failure analysis makes of it.
 """
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,15 @@ from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod, ServiceAccount
 
+from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.devcluster.controlplane import NODE_NAME
 from kubernaut.devcluster.registry import push_bundle
+from kubernaut.devcluster.tekton import crash_controller
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
 from kubernaut.paths import project_dir
 from tests.conftest import TektonCluster
-from tests.integration.executor_support import create_wfe, wait_phase
+from tests.integration.executor_support import create_wfe, wait_phase, wfe_status
 from tests.integration.harness import create_namespace, eventually, running, settings_for
 
 # Real Tekton reconciles, resolves a bundle over HTTP and waits for kwok: seconds, more on a busy
@@ -63,6 +66,7 @@ def bundles(tekton_cluster: TektonCluster) -> dict[str, str]:
         ),
         "hang": failing_in_remediate({"fake.kubelet/hang": "true"}),
         "hang-3s": failing_in_remediate({"fake.kubelet/hang": "true"}, timeout="3s"),
+        "slow": failing_in_remediate({"fake.kubelet/run-duration": "8s"}),
         "image-pull": failing_in_remediate({"fake.kubelet/image-pull-backoff": "true"}, task_name="check"),
     }
     images = {}
@@ -286,3 +290,43 @@ async def test_a_pipelinerun_deleted_while_running_fails_the_execution(
         return not pods and not await taskruns(tekton_kube, execution)
 
     await eventually(collected, timeout=_RUN_TIMEOUT, what=f"TaskRuns and pods of {execution}/{lock} removed")
+
+
+async def test_tekton_crashing_mid_run_runs_the_workflow_once(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await namespaces(tekton_kube)
+    target = f"{source}/deployment/app"
+    lock = build_lock_name(target)
+    audit = MemoryAuditSink()
+    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",), audit=audit):
+        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["slow"])
+
+        async def remediating() -> bool:
+            runs = await taskruns(tekton_kube, execution)
+            return "remediate" in runs and succeeded(runs["remediate"]).get("reason") == "Running"
+
+        await eventually(remediating, timeout=_RUN_TIMEOUT, what="the remediate TaskRun running")
+        uid = (await pipelinerun(tekton_kube, lock, execution))["metadata"]["uid"]
+        restart = crash_controller(tekton_cluster.plane)
+
+        async def pod_finished() -> bool:  # the kubelet goes on without Tekton
+            pods = [pod async for pod in tekton_kube.list(Pod, namespace=execution)]
+            return any(
+                p.metadata.labels["tekton.dev/pipelineTask"] == "remediate" and p.status.phase == "Succeeded"
+                for p in pods
+            )
+
+        await eventually(pod_finished, timeout=_RUN_TIMEOUT, what="the remediate pod finished while Tekton was down")
+        assert (await wfe_status(tekton_kube, "wfe-real", source))["phase"] == "Running"
+        await asyncio.to_thread(restart)
+        status = await wait_phase(tekton_kube, "wfe-real", source, "Completed", timeout=_RUN_TIMEOUT)
+    assert "failureDetails" not in status
+    pipelineruns = [body async for body in tekton_kube.list(PipelineRunResource, namespace=execution)]
+    assert [(p.metadata.name, p.metadata.uid) for p in pipelineruns] == [(lock, uid)]  # created once
+    runs = await taskruns(tekton_kube, execution)
+    assert sorted(runs) == ["check", "remediate"]  # each task ran once
+    pods = [pod async for pod in tekton_kube.list(Pod, namespace=execution)]
+    assert len(pods) == 2
+    assert len(audit.of_type("workflow.started", "wfe-real")) == 1
+    assert len(audit.of_type("workflow.completed", "wfe-real")) == 1

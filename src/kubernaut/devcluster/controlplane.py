@@ -56,6 +56,8 @@ class _Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_file: IO[bytes]
+    argv: list[str]
+    env: dict[str, str] | None
 
     def stop(self, grace: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -119,7 +121,7 @@ class ControlPlane:
             env=env,
             preexec_fn=_die_with_parent,
         )
-        proc = _Process(name, popen, log_file)
+        proc = _Process(name, popen, log_file, argv, env)
         self._procs.append(proc)
         return proc
 
@@ -277,6 +279,19 @@ class ControlPlane:
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None, ready: Any, timeout: float) -> None:
         """Run one more process with the control plane (stopped with it, first); wait for `ready()`."""
         self._wait(self._spawn(name, argv, env), ready, timeout)
+
+    def crash(self, name: str) -> _Process:
+        """SIGKILL the process `name`, as a crash would (fault tests); `respawn` starts it again."""
+        proc = next(p for p in self._procs if p.name == name)
+        proc.popen.kill()
+        proc.popen.wait()
+        proc.log_file.close()
+        self._procs.remove(proc)
+        return proc
+
+    def respawn(self, crashed: _Process, ready: Any, timeout: float) -> None:
+        """Start a crashed process again as it was started; wait for `ready()`."""
+        self.spawn(crashed.name, crashed.argv, crashed.env, ready, timeout)
 
     def log_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"

@@ -13,6 +13,7 @@ import random
 import socket
 import time
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,17 @@ def _env(system_namespace: str, metrics_domain: str) -> dict[str, str]:
         "METRICS_PROMETHEUS_PORT": str(_metrics_port()),
         "METRICS_PROMETHEUS_HOST": "127.0.0.1",
     }
+
+
+def crash_controller(plane: ControlPlane, timeout: float = 120.0) -> Callable[[], None]:
+    """SIGKILL Tekton's controller, as a crash would (fault tests). The function returned starts it
+    again as it was started and waits until it reconciles."""
+    crashed = plane.crash("tekton-controller")
+
+    def restart() -> None:
+        plane.respawn(crashed, _logged(plane.log_path("tekton-controller")), timeout)
+
+    return restart
 
 
 def _logged(path: Path) -> Any:
