@@ -20,11 +20,14 @@ from kubernaut.devcluster.controlplane import NODE_NAME
 from kubernaut.devcluster.registry import push_bundle
 from kubernaut.devcluster.tekton import crash_controller
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.resources import PipelineRunResource, TaskRunResource
+from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
 from kubernaut.paths import project_dir
 from tests.conftest import TektonCluster
 from tests.integration.executor_support import create_wfe, wait_phase, wfe_status
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.orchestrator_support import create_rr
+from tests.integration.orchestrator_support import wait_phase as wait_rr_phase
+from tests.integration.rr import rr_manifest
 
 # Real Tekton reconciles, resolves a bundle over HTTP and waits for kwok: seconds, more on a busy
 # machine; a wait that runs out prints every PipelineRun and TaskRun condition in the namespaces.
@@ -330,3 +333,78 @@ async def test_tekton_crashing_mid_run_runs_the_workflow_once(
     assert len(pods) == 2
     assert len(audit.of_type("workflow.started", "wfe-real")) == 1
     assert len(audit.of_type("workflow.completed", "wfe-real")) == 1
+
+
+# -- whole remediations: the orchestrator and the executor on real Tekton ---------------------------
+
+
+async def remediate(
+    tekton_cluster: TektonCluster, kube: AsyncClient, source: str, execution: str, requests: list[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Create each (request, bundle) in turn on one target, each once the one before has ended; the
+    requests' final statuses. Cooldowns are 1 s, so the lock is free again by the next request."""
+    settings = settings_for(execution, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
+    target = {"kind": "Deployment", "name": "api", "namespace": source}
+    ended: dict[str, dict[str, Any]] = {}
+    async with running(tekton_cluster.plane.kubeconfig, settings, ("orchestrator", "executor")):
+        for name, bundle in requests:
+            await create_rr(kube, rr_manifest(name, source, target=target, bundle=bundle))
+            ended[name] = await wait_rr_phase(
+                kube, name, source, "Completed", "Failed", "Blocked", timeout=_RUN_TIMEOUT
+            )
+            if ended[name]["overallPhase"] != "Blocked":
+                await eventually(
+                    lambda: lock_released(kube, build_lock_name(f"{source}/Deployment/api"), execution),
+                    timeout=_RUN_TIMEOUT,
+                    what="the lock released and its TaskRuns and pods collected",
+                )
+    return ended
+
+
+async def lock_released(kube: AsyncClient, lock: str, execution: str) -> bool:
+    """The PipelineRun deleted after the cooldown; the real garbage collector removes its TaskRuns and pods."""
+    if await get_or_none(kube, PipelineRunResource, lock, execution) is not None:
+        return False
+    pods = [pod async for pod in kube.list(Pod, namespace=execution)]
+    return not pods and not await taskruns(kube, execution)
+
+
+async def test_a_remediation_on_real_tekton_completes_and_releases_the_lock(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await namespaces(tekton_kube)
+    ended = await remediate(tekton_cluster, tekton_kube, source, execution, [("rr-ok", bundles["succeed"])])
+    assert (ended["rr-ok"]["overallPhase"], ended["rr-ok"]["outcome"]) == ("Completed", "Remediated")
+
+
+async def test_a_step_failure_on_real_tekton_holds_the_target_for_a_person(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await namespaces(tekton_kube)
+    requests = [("rr-fail", bundles["fail-step"]), ("rr-next", bundles["succeed"])]
+    ended = await remediate(tekton_cluster, tekton_kube, source, execution, requests)
+    failed = ended["rr-fail"]
+    assert (failed["overallPhase"], failed["failurePhase"], failed["requiresManualReview"]) == (
+        "Failed",
+        "workflow_execution",
+        True,
+    )
+    wfe = await wfe_status(tekton_kube, "we-rr-fail", source)
+    assert (wfe["failureDetails"]["reason"], wfe["failureDetails"]["wasExecutionFailure"]) == ("TaskFailed", True)
+    # The run may have changed the target: the next request does not run until a person clears it.
+    assert (ended["rr-next"]["overallPhase"], ended["rr-next"]["skipReason"]) == ("Failed", "PreviousExecutionFailed")
+    assert await get_or_none(tekton_kube, WorkflowExecutionResource, "we-rr-next", source) is None
+
+
+async def test_an_image_pull_failure_on_real_tekton_backs_the_target_off(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    source, execution = await namespaces(tekton_kube)
+    requests = [("rr-pull", bundles["image-pull"]), ("rr-next", bundles["succeed"])]
+    ended = await remediate(tekton_cluster, tekton_kube, source, execution, requests)
+    assert (ended["rr-pull"]["overallPhase"], ended["rr-pull"]["failurePhase"]) == ("Failed", "workflow_execution")
+    assert not ended["rr-pull"].get("requiresManualReview")  # nothing ran
+    wfe = await wfe_status(tekton_kube, "we-rr-pull", source)
+    assert wfe["failureDetails"]["reason"] == "ImagePullBackOff"
+    # Failed before executing: the next request waits out the back-off instead of needing a person.
+    assert (ended["rr-next"]["overallPhase"], ended["rr-next"]["blockReason"]) == ("Blocked", "ExponentialBackoff")
