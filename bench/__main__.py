@@ -19,8 +19,8 @@ from bench.common import Figures
 
 HERE = Path(__file__).resolve().parent
 
-FULL = {"sizes": {100: 3, 500: 3, 2000: 2}, "paced": (20.0, 15.0), "history": [10, 1000, 10000], "samples": 8}
-QUICK = {"sizes": {100: 2}, "paced": (20.0, 10.0), "history": [10, 1000], "samples": 5}
+FULL = {"sizes": {100: 3, 500: 3}, "paced": (10.0, 15.0), "history": [10, 1000, 10000], "samples": 8}
+QUICK = {"sizes": {100: 2}, "paced": (10.0, 10.0), "history": [10, 1000], "samples": 5}
 
 
 def format_table(figures: Figures) -> str:

@@ -43,9 +43,9 @@ from bench.common import (
     prepare_cluster,
     rss_kib,
     start_controllers,
-    start_standin,
+    start_tekton,
 )
-from bench.throughput import EXEC_NS, STANDIN_BUNDLE
+from bench.throughput import BUNDLE, EXEC_NS
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 
 NS = "bench-history"
@@ -70,7 +70,7 @@ def build_history_rr(name: str) -> dict[str, Any]:
             "signalName": "KubePodCrashLooping",
             "severity": "critical",
             "targetResource": {"kind": "Deployment", "name": DEPLOYMENT, "namespace": NS},
-            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": STANDIN_BUNDLE},
+            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": BUNDLE},
         },
     }
 
@@ -119,7 +119,7 @@ def build_history_wfe(name: str, rr: dict[str, Any]) -> dict[str, Any]:
                 "namespace": NS,
                 "uid": meta["uid"],
             },
-            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": STANDIN_BUNDLE},
+            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": BUNDLE},
             "targetResource": TARGET,
         },
     }
@@ -325,11 +325,11 @@ async def run(sizes: list[int], samples: int, figures: Figures, details: dict[st
     with tempfile.TemporaryDirectory(prefix="kubernaut-bench-history-") as tmp:
         plane = BenchPlane(Path(tmp))
         await asyncio.to_thread(plane.start)
-        standin = None
+        tekton = None
         try:
             client = await prepare_cluster(plane, [NS, EXEC_NS])
             details.setdefault("machine", describe_machine(await fetch_apiserver_version(plane)))
-            standin = start_standin(plane, EXEC_NS)
+            tekton = start_tekton(plane, EXEC_NS)
             present = 0
             for size in sizes:
                 began = time.monotonic()
@@ -371,8 +371,8 @@ async def run(sizes: list[int], samples: int, figures: Figures, details: dict[st
                 }
             await client.close()
         finally:
-            if standin is not None:
-                await asyncio.to_thread(standin.stop)
+            if tekton is not None:
+                await asyncio.to_thread(tekton.stop)
             await asyncio.to_thread(plane.stop)
     for size in (sizes[0], sizes[-1]):
         figures.add(f"routing decision time ({size} historical)", "ms", routing_decision_seconds(size) * 1000)
