@@ -143,7 +143,7 @@ def test_help_explains_each_command(tmp_path: Path) -> None:
     out = run_cli("--help", cwd=tmp_path).stdout
     for command in ("run", "dev", "audit", "get", "describe", "clear-block"):
         assert command in out
-    assert "--no-tekton-standin" in run_cli("dev", "up", "--help", cwd=tmp_path).stdout
+    assert "--no-tekton" in run_cli("dev", "up", "--help", cwd=tmp_path).stdout
 
 
 @contextlib.contextmanager

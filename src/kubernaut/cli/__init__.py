@@ -82,11 +82,15 @@ def dev_up(
         typer.Option("--state-dir", help="Where the control plane keeps its data, kubeconfig and endpoints.json."),
     ] = Path(".kubernaut/dev"),
     no_controllers: Annotated[
-        bool, typer.Option("--no-controllers", help="Start only the control plane (and the Tekton stand-in).")
+        bool, typer.Option("--no-controllers", help="Start only the control plane (and Tekton).")
     ] = False,
-    no_tekton_standin: Annotated[
+    no_tekton: Annotated[
         bool,
-        typer.Option("--no-tekton-standin", help="Do not run the Tekton stand-in; PipelineRuns then stay unstarted."),
+        typer.Option(
+            "--no-tekton",
+            help="Do not run Tekton Pipelines (its CRDs only): PipelineRuns then stay unstarted. "
+            "Starts faster; for the Job engine, or to play Tekton's part yourself.",
+        ),
     ] = False,
     demo: Annotated[
         bool,
@@ -103,9 +107,10 @@ def dev_up(
     """Run the whole system locally.
 
     The local control plane (kube-apiserver, controller manager, scheduler and kwok with a fake
-    node, no kubelet), CRDs, the sample catalog, the Tekton stand-in and all controllers, with a
-    SQLite audit store under the state dir. Runs until Ctrl-C (SIGINT) or SIGTERM, then stops
-    everything."""
+    node, no kubelet), Tekton Pipelines' controller and resolvers with a registry holding the sample
+    workflow bundles, CRDs, the sample catalog and all controllers, with a SQLite audit store under
+    the state dir. kwok plays each task's pod as its bundle's name says (config/samples/workflows.yaml).
+    Runs until Ctrl-C (SIGINT) or SIGTERM, then stops everything."""
     settings = _settings(config)
     log_file = None if verbose else state_dir.resolve() / "operator.log"
     _setup_logging(verbose, log_file)
@@ -117,7 +122,7 @@ def dev_up(
                 settings,
                 state_dir=state_dir.resolve(),
                 controllers=() if no_controllers else ALL_CONTROLLERS,
-                tekton_standin=not no_tekton_standin,
+                tekton=not no_tekton,
                 announce=lambda text: console.print(text),
                 demo=demo,
                 log_file=log_file,

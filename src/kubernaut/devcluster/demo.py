@@ -60,7 +60,7 @@ STORY = (
         (("worker-1-notready", "KubeNodeNotReady", "Node", "worker-1", "worker-1-a"),),
     ),
     Step(
-        12,
+        8,
         "The node alert fires again: the target is in exponential back-off after that failure.",
         (("worker-1-notready-again", "KubeNodeNotReady", "Node", "worker-1", "worker-1-b"),),
     ),

@@ -1,4 +1,4 @@
-"""`kubernaut dev up`: the control plane, CRDs, sample catalog, Tekton stand-in and controllers."""
+"""`kubernaut dev up`: the control plane, Tekton Pipelines, CRDs, sample catalog and controllers."""
 
 import asyncio
 import contextlib
@@ -8,18 +8,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import AsyncClient, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.core_v1 import Namespace, ServiceAccount
 
 from kubernaut.audit.factory import check_audit_store, open_audit_sink
 from kubernaut.config import Settings
 from kubernaut.controllers.manager import build_manager
+from kubernaut.devcluster.binaries import build_tekton_binaries
+from kubernaut.devcluster.bundles import localize_catalog
 from kubernaut.devcluster.controlplane import COMPONENTS, NODE_NAME, ControlPlane, write_endpoints
 from kubernaut.devcluster.demo import NAMESPACE as DEMO_NAMESPACE
 from kubernaut.devcluster.demo import run_story
-from kubernaut.devcluster.tekton_standin import TektonStandIn
+from kubernaut.devcluster.registry import push_bundle, start_registry
+from kubernaut.devcluster.tekton import start_tekton
 from kubernaut.devcluster.webhook import start_dev_webhook
 from kubernaut.gateway.server import GatewayServer
 from kubernaut.gateway.token import write_token_file
@@ -52,7 +55,7 @@ async def run_dev_up(
     *,
     state_dir: Path,
     controllers: tuple[str, ...],
-    tekton_standin: bool,
+    tekton: bool,
     announce: Callable[[str], None],
     stop: asyncio.Event | None = None,
     demo: bool = False,
@@ -71,18 +74,20 @@ async def run_dev_up(
     client = make_client(plane.kubeconfig)
     tasks: list[asyncio.Task[Any]] = []
     try:
-        await install_crds(client, crd_paths())
+        catalog = [obj.to_dict() for obj in load_manifests([samples_dir()])]
+        if tekton:
+            announce("Starting Tekton Pipelines and a workflow bundle registry...")
+            catalog = await asyncio.to_thread(_start_tekton, plane, catalog)
+        await install_crds(client, crd_paths(tekton_crds=not tekton))
         await ensure_namespace(client, settings.execution.namespace)
-        await apply_objects(client, load_manifests([samples_dir()]))
+        await _ensure_service_account(client, settings.execution.service_account, settings.execution.namespace)
+        await apply_objects(client, [codecs.from_dict(obj) for obj in catalog])
         endpoints = {"apiserver": plane.url, "kubeconfig": str(plane.kubeconfig)}
         async with contextlib.AsyncExitStack() as stack:
             # The admission webhook stamps who clears an execution block and validates our kinds.
             webhook = await start_dev_webhook(client, state_dir)
             stack.push_async_callback(webhook.stop, client)
             endpoints["webhook"] = webhook.url
-            if tekton_standin:
-                standin = TektonStandIn(client, settings.execution.namespace)
-                tasks.append(asyncio.create_task(standin.run(stop), name="tekton-standin"))
             ready = asyncio.Event()
             if controllers:
                 audit = await stack.enter_async_context(open_audit_sink(settings.audit, state_dir))
@@ -100,7 +105,7 @@ async def run_dev_up(
             write_endpoints(state_dir, endpoints)
             if controllers:
                 await _wait_ready(ready, tasks)
-            announce(_ready_text(plane, state_dir, endpoints, controllers, tekton_standin, log_file))
+            announce(_ready_text(plane, state_dir, endpoints, controllers, tekton, log_file))
             services = list(tasks)  # the system runs until a signal, or until one of its parts ends
             if demo:
                 await ensure_namespace(client, DEMO_NAMESPACE)
@@ -116,6 +121,24 @@ async def run_dev_up(
         await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
         await asyncio.to_thread(plane.stop)
+
+
+def _start_tekton(plane: ControlPlane, catalog: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tekton's controller and resolvers, and a registry holding the catalog's bundles; the catalog
+    pointed at them (built from their names, `devcluster.bundles`)."""
+    binaries = build_tekton_binaries()
+    start_tekton(plane, binaries)
+    registry = start_registry(plane, binaries.crane)
+    return localize_catalog(catalog, registry, push_bundle)
+
+
+async def _ensure_service_account(client: AsyncClient, name: str, namespace: str) -> None:
+    """The ServiceAccount workflow tasks run as (Tekton cannot create their pods without it)."""
+    try:
+        await client.create(ServiceAccount(metadata=ObjectMeta(name=name, namespace=namespace)))
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
 
 
 async def _wait_ready(ready: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
@@ -148,7 +171,7 @@ def _ready_text(
     state_dir: Path,
     endpoints: dict[str, str],
     controllers: tuple[str, ...],
-    standin: bool,
+    tekton: bool,
     log_file: Path | None,
 ) -> str:
     lines = [
@@ -165,8 +188,8 @@ def _ready_text(
     if "ui" in endpoints:
         lines.append(f"Web view: {endpoints['ui']}")
     lines.append(
-        f"Controllers: {', '.join(controllers) or 'none (--no-controllers)'}; Tekton stand-in: "
-        f"{'on' if standin else 'off (--no-tekton-standin): PipelineRuns will not progress'}"
+        f"Controllers: {', '.join(controllers) or 'none (--no-controllers)'}; Tekton Pipelines: "
+        f"{'on' if tekton else 'off (--no-tekton): PipelineRuns will not progress'}"
     )
     lines.append(f"Operator log: {log_file} (-v: on stderr)" if log_file else "Operator log: stderr")
     lines.append("Press Ctrl-C to stop.")
