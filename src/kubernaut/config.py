@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubernaut.domain.approval import ApprovalPolicy
 from kubernaut.domain.duration import parse_go_duration
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
@@ -370,6 +371,43 @@ class NotificationsConfig(Section):
         return list(getattr(self, priority, self.medium))
 
 
+_APPROVAL = ApprovalPolicy()
+
+
+class ApprovalRequiredFor(Section):
+    """Requests that need approval whatever their workflow says: any match."""
+
+    severities: list[str] = Field(default_factory=list, description="Signal severities, e.g. [critical].")
+    target_kinds: list[str] = Field(default_factory=list, description="Target kinds, e.g. [StatefulSet, Node].")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces of the requests.")
+
+
+class ApprovalConfig(Section):
+    """Who needs a person's yes before running, how long the person has, and who may say it in Slack."""
+
+    required_for: ApprovalRequiredFor = ApprovalRequiredFor()
+    timeout: Duration = Field(default=_APPROVAL.timeout, description="From the request for approval to expiry.")
+    slack_approvers: dict[str, str] = Field(
+        default_factory=dict, description="Slack user id -> approver name; only these may decide from Slack."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+    def policy(self) -> ApprovalPolicy:
+        wanted = self.required_for
+        return ApprovalPolicy(
+            severities=frozenset(wanted.severities),
+            target_kinds=frozenset(wanted.target_kinds),
+            namespaces=frozenset(wanted.namespaces),
+            timeout=self.timeout,
+        )
+
+
 class Settings(Section):
     manager: ManagerConfig = ManagerConfig()
     client: ClientConfig = ClientConfig()
@@ -380,6 +418,7 @@ class Settings(Section):
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

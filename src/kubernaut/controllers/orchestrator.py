@@ -29,6 +29,7 @@ from kubernaut.controllers.kinds import (
     JOB_KIND,
     NR_KIND,
     PIPELINERUN_KIND,
+    RAR_KIND,
     RR_KIND,
     TARGET_INDEX,
     WFE_KIND,
@@ -41,6 +42,7 @@ from kubernaut.controllers.kinds import (
 )
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import transitions as tr
+from kubernaut.domain.approval import PENDING_STATUS
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
@@ -50,6 +52,7 @@ from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import (
     NotificationRequestResource,
+    RemediationApprovalRequestResource,
     RemediationRequestResource,
     WorkflowExecutionResource,
 )
@@ -96,7 +99,12 @@ class Orchestrator:
         self.client = manager.client
         self.routing = manager.settings.routing.policy()
         self.timeouts = manager.settings.timeouts.policy()
-        self.policy = tr.PlanPolicy(self.routing, self.timeouts, manager.settings.notifications.for_priority)
+        self.policy = tr.PlanPolicy(
+            self.routing,
+            self.timeouts,
+            manager.settings.notifications.for_priority,
+            manager.settings.approval.policy(),
+        )
         self.audit = manager.audit
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
@@ -122,6 +130,7 @@ class Orchestrator:
         self.jobs = manager.cache(JOB_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
+        self.approvals = manager.cache(RAR_KIND)
         # One routing decision per target at a time (see _target_lock).
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(
@@ -132,6 +141,7 @@ class Orchestrator:
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
         manager.on_event(JOB_KIND, self._on_pipelinerun)  # a Job is a lock like a PipelineRun
         manager.on_event(NR_KIND, self._on_notification)
+        manager.on_event(RAR_KIND, self._on_notification)  # a decision wakes the request it belongs to
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
@@ -243,6 +253,10 @@ class Orchestrator:
         once it exists), then the audit events, the notification, the status write (audit before the
         write: a retried transition records the same events again, deduplicated), then the counts."""
         transition = await self._create_child(rr, transition, now)
+        if transition.approval is not None:
+            await self._create_approval(transition.approval.manifest)
+        if transition.approval_record is not None:
+            await self._record_approval(rr, transition.approval_record)
         for event in transition.events:
             await self._record(rr, event)
         status = await self._notify(rr, transition.status, transition.notification)
@@ -396,6 +410,35 @@ class Orchestrator:
             raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request")
         return body
 
+    async def _create_approval(self, manifest: dict[str, Any]) -> None:
+        """Create `rar-<rr>` (idempotent) and mark it Pending, so that `kubectl get rar` shows it waiting."""
+        body, created = await create_idempotent(
+            self.client, RemediationApprovalRequestResource(manifest), into=self.approvals
+        )
+        if created or not (body.get("status") or {}).get("phase"):
+            meta = body["metadata"]
+            await patch_status_if_current(
+                self.client,
+                RemediationApprovalRequestResource,
+                meta["name"],
+                meta["namespace"],
+                PENDING_STATUS,
+                resource_version=meta["resourceVersion"],
+                into=self.approvals,
+            )
+
+    async def _record_approval(self, rr: RemediationRequest, record: tr.ApprovalRecord) -> None:
+        """Copy the decision (or expiry) into the approval request's status, before the request moves on."""
+        await patch_status_if_current(
+            self.client,
+            RemediationApprovalRequestResource,
+            record.name,
+            rr.metadata.namespace,
+            record.status,
+            resource_version=None,
+            into=self.approvals,
+        )
+
     async def _learn_execution(self, rr: RemediationRequest, name: str) -> None:
         """After a create whose answer was lost (a timeout, a 5xx) the execution may exist: read it now,
         while the target's routing lock is held, so that the next request does not find the target free
@@ -501,6 +544,9 @@ class CachedHistory:
 
     def catalog(self) -> list[RemediationWorkflow]:
         return self._ro._catalog()
+
+    def approval(self, name: str) -> Body | None:
+        return self._ro.approvals.get(f"{self._rr.metadata.namespace}/{name}")
 
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         notifications = self._ro.notifications

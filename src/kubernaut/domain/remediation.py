@@ -363,6 +363,15 @@ def _owner(rr: RemediationRequest) -> dict[str, Any]:
     }
 
 
+def build_awaiting_approval_status(
+    rr: RemediationRequest, selected: SelectedWorkflow, message: str
+) -> RemediationRequestStatus:
+    status = _transition(rr, Phase.AWAITING_APPROVAL)
+    status.selected_workflow = selected.to_status()
+    status.message = message
+    return status
+
+
 def build_executing_status(
     rr: RemediationRequest, wfe_name: str, selected: SelectedWorkflow, now: datetime
 ) -> RemediationRequestStatus:
@@ -496,6 +505,45 @@ def build_timeout_notification(
         metadata,
         {"kubernaut.ai/notification-type": "escalation"},
     )
+
+
+def build_approval_notification(
+    rr: RemediationRequest, approval_name: str, workflow_id: str, reason: str, required_by: str, channels: list[str]
+) -> dict[str, Any]:
+    """`nr-approval-<rr>`: a person must approve or reject before the workflow runs."""
+    namespace = rr.metadata.namespace
+    body = (
+        f"**Approval required** for remediation `{namespace}/{rr.metadata.name}`.\n\n"
+        f"- Signal: {rr.spec.signal_name} ({rr.spec.severity.value})\n"
+        f"- Target: `{build_rr_target(rr)}`\n"
+        f"- Workflow: {workflow_id}\n"
+        f"- Why: {reason}\n"
+        f"- Decide by: {required_by}\n\n"
+        f"`kubernaut approve {rr.metadata.name} -n {namespace}` or "
+        f"`kubernaut reject {rr.metadata.name} -n {namespace} --reason TEXT`\n"
+    )
+    metadata = {
+        "remediationRequest": rr.metadata.name,
+        "approvalRequest": approval_name,
+        "namespace": namespace,
+        "workflowId": workflow_id,
+    }
+    return _notification(
+        rr,
+        build_child_name("nr-approval-", rr.metadata.name),
+        "approval",
+        build_approval_priority(rr),
+        channels,
+        f"Approval required: {rr.spec.signal_name} on {build_rr_target(rr)}"[:500],
+        body,
+        metadata,
+        {"kubernaut.ai/notification-type": "approval"},
+    )
+
+
+def build_approval_priority(rr: RemediationRequest) -> str:
+    """The priority of the request, by its signal's severity."""
+    return {"critical": "critical", "warning": "high"}.get(rr.spec.severity.value, "medium")
 
 
 def _notification(

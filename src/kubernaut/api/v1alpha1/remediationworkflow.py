@@ -84,6 +84,9 @@ class RemediationWorkflowSpec(KubeModel):
     execution: WorkflowExecutionSettings | None = Field(
         default=None, description="The engine that runs the workflow (default tekton)."
     )
+    requires_approval: bool = Field(
+        default=False, description="A person must approve each run (a RemediationApprovalRequest) first."
+    )
 
 
 class RemediationWorkflow(CustomResource):
