@@ -58,6 +58,7 @@ def test_everything_renders_with_the_expected_kinds() -> None:
         "workflowexecutions.kubernaut.ai",
         "notificationrequests.kubernaut.ai",
         "remediationworkflows.kubernaut.ai",
+        "remediationapprovalrequests.kubernaut.ai",
     }
     accounts = {(doc["metadata"]["namespace"], doc["metadata"]["name"]) for doc in of_kind("ServiceAccount")}
     assert (EXECUTION_NAMESPACE, "kubernaut-workflow-runner") in accounts
@@ -174,6 +175,8 @@ def test_webhooks_only_see_kubernaut_kinds_and_spare_the_controllers() -> None:
     assert {hook["name"] for hook in hooks} == {
         "clearance.workflowexecutions.kubernaut.ai",
         "clearance-identity.workflowexecutions.kubernaut.ai",
+        "decision.remediationapprovalrequests.kubernaut.ai",
+        "decision-identity.remediationapprovalrequests.kubernaut.ai",
         "validation.kubernaut.ai",
     }
     for hook in hooks:
