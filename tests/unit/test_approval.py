@@ -14,6 +14,7 @@ from kubernaut.domain import transitions as tr
 from kubernaut.domain.admission import decide_decision_identity, decide_decision_stamp
 from kubernaut.domain.approval import (
     ANNOTATION_DECIDED_BY,
+    ANNOTATION_DECIDED_VIA,
     ANNOTATION_DECISION,
     ANNOTATION_DECISION_REASON,
     CLI_FIELD_MANAGER,
@@ -26,7 +27,9 @@ from kubernaut.domain.approval import (
 from kubernaut.domain.selection import SelectedWorkflow
 from tests.unit.test_transitions import NOW, POLICY, WORKFLOW_REF, History, event_types, make_rr
 
-SELECTED = SelectedWorkflow(workflow_id="restart", version="1.0.0", container_image="reg/restart:1", container_digest=None)
+SELECTED = SelectedWorkflow(
+    workflow_id="restart", version="1.0.0", container_image="reg/restart:1", container_digest=None
+)
 RISKY = replace(SELECTED, requires_approval=True)
 
 
@@ -69,13 +72,8 @@ def rar(
     status: dict[str, Any] | None = None,
     *,
     required_by: str = "2026-05-01T12:15:00Z",
-    manager: str = "",
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "rar-rr-1", "namespace": "team", "annotations": annotations or {}}
-    if manager:
-        meta["managedFields"] = [
-            {"manager": manager, "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{ANNOTATION_DECISION}": {}}}}}
-        ]
     return {"metadata": meta, "spec": {"requiredBy": required_by}, "status": status or {}}
 
 
@@ -88,8 +86,15 @@ REJECTED = {ANNOTATION_DECISION: "Rejected", ANNOTATION_DECISION_REASON: "not no
     [
         (rar(), NOW, ApprovalPhase.PENDING, "", None, False),
         (rar({ANNOTATION_DECISION: "Approved"}), NOW, ApprovalPhase.PENDING, "", None, False),  # not stamped
-        (rar(APPROVED, manager=CLI_FIELD_MANAGER), NOW, ApprovalPhase.APPROVED, "alice", DecidedVia.CLI, False),
-        (rar(REJECTED, manager="kubectl-annotate"), NOW, ApprovalPhase.REJECTED, "bob", DecidedVia.KUBECTL, False),
+        (rar({**APPROVED, ANNOTATION_DECIDED_VIA: "cli"}), NOW, ApprovalPhase.APPROVED, "alice", DecidedVia.CLI, False),
+        (
+            rar({**REJECTED, ANNOTATION_DECIDED_VIA: "kubectl"}),
+            NOW,
+            ApprovalPhase.REJECTED,
+            "bob",
+            DecidedVia.KUBECTL,
+            False,
+        ),
         (
             rar({**APPROVED, ANNOTATION_DECIDED_BY: "slack:carol"}),
             NOW,
@@ -131,7 +136,7 @@ def parse_left(body: dict[str, Any], now: Any) -> timedelta:
 
 
 def test_the_recorded_status_of_a_decision() -> None:
-    state = decide_approval(rar(APPROVED, manager=CLI_FIELD_MANAGER), NOW)
+    state = decide_approval(rar({**APPROVED, ANNOTATION_DECIDED_VIA: "cli"}), NOW)
     assert build_approval_status(state) == {
         "phase": "Approved",
         "decision": "Approved",
@@ -149,10 +154,16 @@ def test_the_recorded_status_of_a_decision() -> None:
 # -- the webhook's stamp ------------------------------------------------------------------------------
 
 
-def test_a_decision_is_stamped_with_the_requester() -> None:
-    verdict = decide_decision_stamp(rar({ANNOTATION_DECISION: "Approved"}), rar(), "alice", NOW)
+@pytest.mark.parametrize(
+    ("manager", "via"), [(CLI_FIELD_MANAGER, "cli"), ("kubectl-annotate", "kubectl"), ("", "kubectl")]
+)
+def test_a_decision_is_stamped_with_the_requester_and_its_client(manager: str, via: str) -> None:
+    verdict = decide_decision_stamp(rar({ANNOTATION_DECISION: "Approved"}), rar(), "alice", NOW, manager)
     assert verdict.allowed
-    assert verdict.patch == ({"op": "add", "path": "/metadata/annotations/kubernaut.ai~1decided-by", "value": "alice"},)
+    assert verdict.patch == (
+        {"op": "add", "path": "/metadata/annotations/kubernaut.ai~1decided-by", "value": "alice"},
+        {"op": "add", "path": "/metadata/annotations/kubernaut.ai~1decided-via", "value": via},
+    )
     stamped = rar({ANNOTATION_DECISION: "Approved", ANNOTATION_DECIDED_BY: "alice"})
     assert decide_decision_identity(stamped, rar(), "alice").allowed
     assert not decide_decision_identity(stamped, rar(), "bob").allowed
@@ -166,6 +177,12 @@ def test_a_decision_is_stamped_with_the_requester() -> None:
             rar(),
             NOW,
             "the annotation kubernaut.ai/decided-by cannot be set or changed by hand",
+        ),
+        (
+            rar({ANNOTATION_DECISION: "Approved", ANNOTATION_DECIDED_VIA: "slack"}),
+            rar(),
+            NOW,
+            "the annotation kubernaut.ai/decided-via cannot be set or changed by hand",
         ),
         (
             rar({**APPROVED, ANNOTATION_DECISION: "Rejected"}),
@@ -253,10 +270,11 @@ def test_without_approval_needed_it_executes() -> None:
 
 
 def test_approved_runs_routing_again_then_executes() -> None:
-    history = ApprovalHistory(approvals={"rar-rr-1": rar(APPROVED, manager=CLI_FIELD_MANAGER)})
+    history = ApprovalHistory(approvals={"rar-rr-1": rar({**APPROVED, ANNOTATION_DECIDED_VIA: "cli"})})
     waiting = make_rr(status=AWAITING, workflow_ref=WORKFLOW_REF)
     moved = tr.plan_awaiting_approval(waiting, history, NOW, NEEDS)
-    assert moved.status is not None and moved.status.overall_phase == RemediationPhase.ANALYZING
+    assert moved.status is not None
+    assert moved.status.overall_phase == RemediationPhase.ANALYZING
     assert moved.requeue == timedelta(0)
     assert moved.approval_record is not None
     assert moved.approval_record.status["decidedBy"] == "alice"
@@ -271,7 +289,12 @@ def test_approved_runs_routing_again_then_executes() -> None:
     ("body", "now", "reason", "actor"),
     [
         (rar(REJECTED), NOW, "Rejected by bob: not now", "bob"),
-        (rar(), NOW + timedelta(minutes=20), "Approval expired: no decision by 2026-05-01T12:15:00Z", "remediation-orchestrator"),
+        (
+            rar(),
+            NOW + timedelta(minutes=20),
+            "Approval expired: no decision by 2026-05-01T12:15:00Z",
+            "remediation-orchestrator",
+        ),
     ],
 )
 def test_rejected_or_expired_fails_the_request(body: dict[str, Any], now: Any, reason: str, actor: str) -> None:
@@ -289,8 +312,10 @@ def test_rejected_or_expired_fails_the_request(body: dict[str, Any], now: Any, r
 def test_waiting_requeues_at_the_deadline_and_a_recorded_decision_is_not_written_again() -> None:
     waiting = make_rr(status=AWAITING, workflow_ref=WORKFLOW_REF)
     pending = tr.plan_awaiting_approval(waiting, ApprovalHistory(approvals={"rar-rr-1": rar()}), NOW, NEEDS)
-    assert pending.status is None and pending.requeue == timedelta(minutes=15)
+    assert pending.status is None
+    assert pending.requeue == timedelta(minutes=15)
     recorded = rar(REJECTED, {"phase": "Rejected", "decision": "Rejected", "decidedBy": "bob", "message": "no"})
     transition = tr.plan_awaiting_approval(waiting, ApprovalHistory(approvals={"rar-rr-1": recorded}), NOW, NEEDS)
     assert transition.approval_record is None
-    assert transition.status is not None and transition.status.overall_phase == RemediationPhase.FAILED
+    assert transition.status is not None
+    assert transition.status.overall_phase == RemediationPhase.FAILED

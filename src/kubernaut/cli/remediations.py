@@ -162,7 +162,6 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         console.print(f"Block cleared on WorkflowExecution {namespace}/{wfe}: {reason.strip()}")
 
-
     @app.command("approve")
     def approve(
         rr: Annotated[str, typer.Argument(help="The RemediationRequest awaiting approval.")],

@@ -13,9 +13,11 @@ from typing import Any
 
 from kubernaut.domain.approval import (
     ANNOTATION_DECIDED_BY,
+    ANNOTATION_DECIDED_VIA,
     ANNOTATION_DECISION,
     ANNOTATION_DECISION_REASON,
     DECISIONS,
+    build_decided_via,
     decide_approval,
 )
 from kubernaut.domain.duration import format_rfc3339, parse_go_duration
@@ -132,12 +134,12 @@ def _decision_refusal(obj: Body, old: Body | None, username: str, now: datetime)
     name = (obj.get("metadata") or {}).get("name") or ""
     new, before = _annotations(obj), _annotations(old)
     decision, old_decision = new.get(ANNOTATION_DECISION), before.get(ANNOTATION_DECISION)
-    changed = decision != old_decision or new.get(ANNOTATION_DECISION_REASON) != before.get(
-        ANNOTATION_DECISION_REASON
-    )
-    if new.get(ANNOTATION_DECIDED_BY) != before.get(ANNOTATION_DECIDED_BY):
+    changed = decision != old_decision or new.get(ANNOTATION_DECISION_REASON) != before.get(ANNOTATION_DECISION_REASON)
+    stamps = (ANNOTATION_DECIDED_BY, ANNOTATION_DECIDED_VIA)
+    forged = next((a for a in stamps if new.get(a) != before.get(a)), None)
+    if forged is not None:
         return (
-            f"the annotation {ANNOTATION_DECIDED_BY} cannot be set or changed by hand: kubernaut writes it from "
+            f"the annotation {forged} cannot be set or changed by hand: kubernaut writes it from "
             f"the identity of whoever sets {ANNOTATION_DECISION}. Set only {ANNOTATION_DECISION}=Approved|Rejected "
             f"(for example with `kubernaut approve` or `kubernaut reject`)."
         )
@@ -160,16 +162,23 @@ def _decision_refusal(obj: Body, old: Body | None, username: str, now: datetime)
     return ""
 
 
-def decide_decision_stamp(obj: Body, old: Body | None, username: str, now: datetime) -> AdmissionVerdict:
-    """Mutating: write the requester into the decided-by annotation of a new decision; refuse a
-    hand-written one, a second decision, and one after expiry."""
+def decide_decision_stamp(
+    obj: Body, old: Body | None, username: str, now: datetime, field_manager: str = ""
+) -> AdmissionVerdict:
+    """Mutating: write the requester (and its client) into the decided-by (decided-via) annotation of
+    a new decision; refuse a hand-written one, a second decision, and one after expiry."""
     refusal = _decision_refusal(obj, old, username, now)
     if refusal:
         return AdmissionVerdict(allowed=False, message=refusal)
     if _annotations(obj).get(ANNOTATION_DECISION) == _annotations(old).get(ANNOTATION_DECISION):
         return ALLOWED
+    via = build_decided_via(field_manager).value
     return AdmissionVerdict(
-        allowed=True, patch=({"op": "add", "path": _json_pointer(ANNOTATION_DECIDED_BY), "value": username},)
+        allowed=True,
+        patch=(
+            {"op": "add", "path": _json_pointer(ANNOTATION_DECIDED_BY), "value": username},
+            {"op": "add", "path": _json_pointer(ANNOTATION_DECIDED_VIA), "value": via},
+        ),
     )
 
 

@@ -28,8 +28,10 @@ Body = Mapping[str, Any]
 ANNOTATION_DECISION = "kubernaut.ai/decision"
 ANNOTATION_DECISION_REASON = "kubernaut.ai/decision-reason"
 ANNOTATION_DECIDED_BY = "kubernaut.ai/decided-by"
+ANNOTATION_DECIDED_VIA = "kubernaut.ai/decided-via"
 CLI_FIELD_MANAGER = "kubernaut-cli"
-"""The field manager of `kubernaut approve|reject`: how a decision made with the CLI is told from kubectl."""
+"""The field manager of `kubernaut approve|reject`: how the webhook tells a decision made with the CLI
+from one made with kubectl (or any other client)."""
 SLACK_ACTOR_PREFIX = "slack:"
 EXPIRED_BY = "kubernaut"
 FAILURE_PHASE_APPROVAL = "approval"
@@ -144,17 +146,18 @@ def parse_required_by(body: Body) -> datetime | None:
     return _instant((body.get("spec") or {}).get("requiredBy"))
 
 
+def build_decided_via(field_manager: str) -> DecidedVia:
+    """What the webhook stamps from the writer's field manager: cli for `kubernaut approve|reject`."""
+    return DecidedVia.CLI if field_manager == CLI_FIELD_MANAGER else DecidedVia.KUBECTL
+
+
 def parse_decided_via(body: Body) -> DecidedVia:
-    """Slack when the gateway wrote it for a Slack user, cli when `kubernaut approve|reject` set the
-    decision annotation (its field manager owns it), otherwise kubectl."""
-    if str(_annotations(body).get(ANNOTATION_DECIDED_BY) or "").startswith(SLACK_ACTOR_PREFIX):
+    """The stamped channel; slack for the gateway's `slack:<name>`; kubectl when none is stamped."""
+    annotations = _annotations(body)
+    if str(annotations.get(ANNOTATION_DECIDED_BY) or "").startswith(SLACK_ACTOR_PREFIX):
         return DecidedVia.SLACK
-    field = f"f:{ANNOTATION_DECISION}"
-    for entry in (body.get("metadata") or {}).get("managedFields") or []:
-        annotations = (((entry.get("fieldsV1") or {}).get("f:metadata")) or {}).get("f:annotations") or {}
-        if field in annotations and entry.get("manager") == CLI_FIELD_MANAGER:
-            return DecidedVia.CLI
-    return DecidedVia.KUBECTL
+    via = annotations.get(ANNOTATION_DECIDED_VIA)
+    return DecidedVia(via) if via in {v.value for v in DecidedVia} else DecidedVia.KUBECTL
 
 
 def decide_approval(body: Body, now: datetime) -> ApprovalState:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from kubernaut.api.audit import AuditEvent
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
+from kubernaut.api.v1alpha1.remediationapprovalrequest import ApprovalPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     BlockReason,
     NotificationStatus,
@@ -23,7 +24,6 @@ from kubernaut.api.v1alpha1.remediationrequest import (
 )
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
-from kubernaut.api.v1alpha1.remediationapprovalrequest import ApprovalPhase
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.approval import (
     FAILURE_PHASE_APPROVAL,

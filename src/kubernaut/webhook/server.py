@@ -5,7 +5,8 @@
   hand-written one.
 - `POST /validate-clearance` checks, after every mutation, that the stamp names exactly that user.
 - `POST /mutate-approval` stamps the authenticated user who sets `kubernaut.ai/decision` on a
-  RemediationApprovalRequest into `kubernaut.ai/decided-by`, and refuses a hand-written one, a
+  RemediationApprovalRequest into `kubernaut.ai/decided-by` (and the client, from its field manager,
+  into `kubernaut.ai/decided-via`), and refuses a hand-written one, a
   second decision and one after the deadline; `POST /validate-approval` checks the stamp afterwards.
 - `POST /validate` refuses RemediationRequests, WorkflowExecutions and RemediationWorkflows whose
   spec has problems the CRD schema cannot express (target format, parameter names, bundle references).
@@ -84,6 +85,7 @@ def decide_review(
     old = request.get("oldObject")
     kind = str((request.get("kind") or {}).get("kind") or "")
     username = str((request.get("userInfo") or {}).get("username") or "")
+    field_manager = str((request.get("options") or {}).get("fieldManager") or "")
     if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return AdmissionVerdict(allowed=True), 0
     if path == MUTATE_PATH:
@@ -91,7 +93,7 @@ def decide_review(
     if path == VALIDATE_CLEARANCE_PATH:
         return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
     if path == MUTATE_APPROVAL_PATH:
-        return (decide_decision_stamp(obj, old, username, now()) if kind == APPROVAL_KIND else _allowed()), 403
+        return (decide_decision_stamp(obj, old, username, now(), field_manager) if kind == APPROVAL_KIND else _allowed()), 403
     if path == VALIDATE_APPROVAL_PATH:
         return (decide_decision_identity(obj, old, username) if kind == APPROVAL_KIND else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
