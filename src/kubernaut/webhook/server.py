@@ -93,7 +93,9 @@ def decide_review(
     if path == VALIDATE_CLEARANCE_PATH:
         return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
     if path == MUTATE_APPROVAL_PATH:
-        return (decide_decision_stamp(obj, old, username, now(), field_manager) if kind == APPROVAL_KIND else _allowed()), 403
+        if kind != APPROVAL_KIND:
+            return _allowed(), 403
+        return decide_decision_stamp(obj, old, username, now(), field_manager), 403
     if path == VALIDATE_APPROVAL_PATH:
         return (decide_decision_identity(obj, old, username) if kind == APPROVAL_KIND else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
