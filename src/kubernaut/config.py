@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from kubernaut.domain.approval import ApprovalPolicy
+from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.duration import parse_go_duration
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
@@ -408,6 +409,28 @@ class ApprovalConfig(Section):
         )
 
 
+class DryRunConfig(Section):
+    """`dryRun: true` (or `dryRun: {enabled: true}`): every request validates instead of running."""
+
+    enabled: bool = Field(default=False, description="Every request is a dry run.")
+    hold_period: Duration = Field(
+        default=HOLD_PERIOD,
+        description="After a dry run, repeats of its signal fold into it this long (the gateway does not loop).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("hold_period")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
 class Settings(Section):
     manager: ManagerConfig = ManagerConfig()
     client: ClientConfig = ClientConfig()
@@ -419,6 +442,7 @@ class Settings(Section):
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    dry_run: DryRunConfig = DryRunConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -358,7 +358,7 @@ async def run_manager(
                     raise ConfigError(f"cannot serve the admission webhook on {where}: {exc}") from None
                 stack.push_async_callback(webhook.stop)
             if gateway:
-                intake = GatewayServer(manager.client, settings.gateway)
+                intake = GatewayServer(manager.client, settings.gateway, dry_run_hold=settings.dry_run.hold_period)
                 await intake.start()
                 stack.push_async_callback(intake.stop)
             log.info("Starting controllers: %s", ", ".join(controllers) or "none")

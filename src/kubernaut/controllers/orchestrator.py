@@ -46,8 +46,9 @@ from kubernaut.domain.approval import PENDING_STATUS
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.api import create_idempotent, get_object, patch_status_if_current
-from kubernaut.kube.errors import Conflict, KubeError, Refused
+from kubernaut.execution import BACKENDS
+from kubernaut.kube.api import create_idempotent, get_object, kube_errors, patch_status_if_current
+from kubernaut.kube.errors import AlreadyExists, Conflict, KubeError, NotFound, Refused
 from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import (
@@ -104,10 +105,12 @@ class Orchestrator:
             self.timeouts,
             manager.settings.notifications.for_priority,
             manager.settings.approval.policy(),
+            manager.settings.dry_run.enabled,
         )
         self.audit = manager.audit
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
+        self.service_account = manager.settings.execution.service_account
         self.rrs = manager.cache(
             RR_KIND,
             {
@@ -252,6 +255,9 @@ class Orchestrator:
         """Perform a planned transition: the execution first (the transition to Executing is true only
         once it exists), then the audit events, the notification, the status write (audit before the
         write: a retried transition records the same events again, deduplicated), then the counts."""
+        if transition.dry_run is not None:
+            lock_name, refusal = await self._validate_dry_run(transition.dry_run.execution)
+            transition = tr.plan_dry_run_validated(rr, transition.dry_run, lock_name, refusal, now)
         transition = await self._create_child(rr, transition, now)
         if transition.approval is not None:
             await self._create_approval(transition.approval.manifest)
@@ -292,15 +298,21 @@ class Orchestrator:
 
     def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
         """The requests of rr's signal that can still decide anything about it: every active one, and
-        the history newest first down to (and with) the newest Completed one. Older requests are
-        behind a success: the failure streak, the duplicate check and the streak notice all stop
-        there, so leaving them out gives the same answers."""
+        the history newest first down to (and with) the newest Completed one that was not a dry run.
+        Older requests are behind a success: the failure streak, the duplicate check and the streak
+        notice all stop there, so leaving them out gives the same answers."""
         fingerprint = rr.spec.signal_fingerprint
         bodies: dict[str, Body] = {}
         for body in self.rrs.newest_first(HISTORY_BY_FINGERPRINT, fingerprint):
             key = object_key(body)
             bodies[key] = body
-            if key != rr.key and (body.get("status") or {}).get("overallPhase") == Phase.COMPLETED.value:
+            status = body.get("status") or {}
+            # a dry run changed nothing: the history behind it still decides
+            if (
+                key != rr.key
+                and status.get("overallPhase") == Phase.COMPLETED.value
+                and status.get("outcome") != "DryRun"
+            ):
                 break
         for key in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
             active = self.rrs.get(key)
@@ -409,6 +421,24 @@ class Orchestrator:
         if not created and not any(owner.get("uid") == rr.metadata.uid for owner in owners):
             raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request")
         return body
+
+    async def _validate_dry_run(self, manifest: dict[str, Any]) -> tuple[str, str | None]:
+        """Server-side dry-run creates of the execution and of the run the executor would render for it
+        (the same rendering): (the run's name, the API server's refusal or None). Nothing is stored."""
+        wfe = WorkflowExecution.from_wire(manifest)
+        backend = BACKENDS[wfe.spec.execution_engine]
+        run = backend.render(wfe, namespace=self.exec_namespace, service_account=self.service_account)
+        lock_name = run["metadata"]["name"]
+        for kind, resource, body in (
+            ("WorkflowExecution", WorkflowExecutionResource, manifest),
+            (backend.kind, backend.resource, run),
+        ):
+            try:
+                with kube_errors():
+                    await self.client.create(resource(body), dry_run=True)
+            except (Refused, AlreadyExists, NotFound) as exc:  # the answer, not a failure to ask
+                return lock_name, f"{kind} {body['metadata']['name']}: {exc.message or exc}"
+        return lock_name, None
 
     async def _create_approval(self, manifest: dict[str, Any]) -> None:
         """Create `rar-<rr>` (idempotent) and mark it Pending, so that `kubectl get rar` shows it waiting."""

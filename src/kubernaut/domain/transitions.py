@@ -17,7 +17,9 @@ from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationapprovalrequest import ApprovalPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     BlockReason,
+    DryRunResult,
     NotificationStatus,
+    Outcome,
     RemediationPhase,
     RemediationRequest,
     RemediationRequestStatus,
@@ -37,6 +39,7 @@ from kubernaut.domain.approval import (
     describe_decision,
     describe_wait,
 )
+from kubernaut.domain.dryrun import decide_dry_run
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
@@ -104,6 +107,8 @@ class PlanPolicy:
     channels: Callable[[str], list[str]]
     """The notification channels of a priority."""
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    dry_run: bool = False
+    """Every request is a dry run (the global `dryRun` setting)."""
 
 
 class Reads(StrEnum):
@@ -174,12 +179,22 @@ class ApprovalRecord:
 
 
 @dataclass(frozen=True)
+class DryRunCheck:
+    """A dry run's execution, for the API server to validate instead of creating it."""
+
+    execution: dict[str, Any]
+    workflow_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Transition:
     status: RemediationRequestStatus | None = None  # None: nothing to write
     events: tuple[AuditEvent, ...] = ()
     execution: Child | None = None
     approval: Child | None = None  # the RemediationApprovalRequest to create
     approval_record: ApprovalRecord | None = None  # written before the request's status
+    dry_run: DryRunCheck | None = None  # validated by the controller, which then plans its outcome
     notification: Child | None = None
     terminal: bool = False
     counts_before_write: tuple[Count, ...] = ()
@@ -376,7 +391,26 @@ def plan_analyzing(rr: RemediationRequest, history: RoutingHistory, now: datetim
         approval = history.approval(build_approval_name(rr.metadata.name))
         if approval is None or decide_approval(approval, now).phase != ApprovalPhase.APPROVED:
             return _awaiting_approval(rr, selected, reason, now, policy)
+    dry_run = decide_dry_run(rr, selected, policy.dry_run)
+    if dry_run:
+        return Transition(
+            dry_run=DryRunCheck(rem.build_workflow_execution(rr, selected), selected.workflow_id, dry_run)
+        )
     return _execute(rr, selected, now)
+
+
+def plan_dry_run_validated(
+    rr: RemediationRequest, check: DryRunCheck, lock_name: str, refusal: str | None, now: datetime
+) -> Transition:
+    """A dry run ends Completed (outcome DryRun) with what the API server said about its execution."""
+    result = DryRunResult(
+        workflow_id=check.workflow_id,
+        execution_name=check.execution["metadata"]["name"],
+        lock_name=lock_name,
+        validated=refusal is None,
+        message=refusal if refusal is not None else f"would run ({check.reason})",
+    )
+    return _finished(rr, rem.build_dry_run_status(rr, now, result), Phase.ANALYZING, now)
 
 
 def _awaiting_approval(
@@ -590,7 +624,10 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         case BlockedAction.RESUME:
             return _moved(rr, rem.build_resumed_status(rr), Phase.BLOCKED, now, requeue=AT_ONCE)
         case BlockedAction.COMPLETE:
-            return _finished(rr, rem.build_completed_status(rr, now, from_duplicate=True), Phase.BLOCKED, now)
+            status = rem.build_completed_status(rr, now, from_duplicate=True)
+            if original is not None and original.status.outcome == Outcome.DRY_RUN:
+                status.outcome = Outcome.DRY_RUN  # the original changed nothing; neither did its duplicate
+            return _finished(rr, status, Phase.BLOCKED, now)
         case BlockedAction.FAIL:
             status = rem.build_failed_status(
                 rr, now, failure_phase=decision.failure_phase, failure_reason=decision.failure_reason

@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from lightkube import AsyncClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubernaut.config import GatewayConfig
+from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.signals import SignalValidationError, parse_alertmanager_payload
 from kubernaut.errors import ConfigError
 from kubernaut.gateway import metrics
@@ -46,10 +47,17 @@ def error_response(status: int, reason: str, error: str, details: list[str] | No
 class GatewayServer:
     """`await start()` binds and returns the base URL; `await stop()` closes it."""
 
-    def __init__(self, client: AsyncClient, config: GatewayConfig, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        dry_run_hold: timedelta = HOLD_PERIOD,
+    ) -> None:
         self._client = client
         self._config = config
-        self._intake = RemediationIntake(client, config.namespace, clock)
+        self._intake = RemediationIntake(client, config.namespace, clock, dry_run_hold)
         self._token: str | None = None
         self._runner: web.AppRunner | None = None
         self._url = ""

@@ -87,6 +87,9 @@ class RemediationWorkflowSpec(KubeModel):
     requires_approval: bool = Field(
         default=False, description="A person must approve each run (a RemediationApprovalRequest) first."
     )
+    dry_run: bool = Field(
+        default=False, description="Validate what would run (server-side dry-run) instead of running it."
+    )
 
 
 class RemediationWorkflow(CustomResource):
