@@ -106,12 +106,14 @@ ACCESS = [
     ("orchestrator", "create", "kubernaut.ai", "remediationapprovalrequests", "", "team-a", "", True),
     ("orchestrator", "patch", "kubernaut.ai", "remediationapprovalrequests", "status", "team-a", "rar-1", True),
     ("orchestrator", "patch", "kubernaut.ai", "remediationapprovalrequests", "", "team-a", "rar-1", False),
-    ("orchestrator", "create", "tekton.dev", "pipelineruns", "", EXECUTION_NAMESPACE, "", False),
+    ("orchestrator", "create", "tekton.dev", "pipelineruns", "", EXECUTION_NAMESPACE, "", True),  # dry runs only
+    ("orchestrator", "create", "tekton.dev", "pipelineruns", "", "team-a", "", False),
     ("orchestrator", "list", "tekton.dev", "pipelineruns", "", EXECUTION_NAMESPACE, "", True),
     ("orchestrator", "watch", "tekton.dev", "pipelineruns", "", EXECUTION_NAMESPACE, "", True),
     ("orchestrator", "watch", "tekton.dev", "pipelineruns", "", "", "", False),
     ("orchestrator", "watch", "batch", "jobs", "", EXECUTION_NAMESPACE, "", True),
-    ("orchestrator", "create", "batch", "jobs", "", EXECUTION_NAMESPACE, "", False),
+    ("orchestrator", "create", "batch", "jobs", "", EXECUTION_NAMESPACE, "", True),  # dry runs only
+    ("orchestrator", "create", "batch", "jobs", "", "team-a", "", False),
     ("orchestrator", "list", "", "pods", "", EXECUTION_NAMESPACE, "", False),
     ("orchestrator", "create", "", "events", "", "team-a", "", False),
     ("notifier", "get", "", "secrets", "", SYSTEM_NAMESPACE, "kubernaut-notification-channels", True),
