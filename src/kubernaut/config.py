@@ -300,8 +300,13 @@ class WebhookChannelConfig(Section):
 class SlackChannelConfig(Section):
     webhook_url_secret: str = Field(default="", description="Secret key holding the Slack incoming-webhook URL.")
     timeout: Duration = Field(default=timedelta(seconds=10), description="Per-request timeout.")
+    signing_secret_ref: str = Field(
+        default="",
+        description="Secret key holding the Slack app's signing secret: approval messages carry Approve and "
+        "Reject buttons, and the gateway accepts their clicks at /api/v1/slack/interactions.",
+    )
 
-    @field_validator("webhook_url_secret")
+    @field_validator("webhook_url_secret", "signing_secret_ref")
     @classmethod
     def _ref(cls, value: str) -> str:
         return _secret_ref(value)
