@@ -15,7 +15,7 @@ from kubernaut.domain.routing import RoutingPolicy, compute_consecutive_failures
 from kubernaut.domain.selection import SelectedWorkflow
 from tests.unit.test_approval import ApprovalHistory
 from tests.unit.test_routing import T0, make_rr
-from tests.unit.test_transitions import NOW, POLICY, WORKFLOW_REF, event_types
+from tests.unit.test_transitions import NOW, POLICY, WORKFLOW_REF, History, blocked, event_types
 from tests.unit.test_transitions import make_rr as make_request
 
 SELECTED = SelectedWorkflow(workflow_id="restart", version="1", container_image="reg/restart:1", container_digest=None)
@@ -122,3 +122,12 @@ def test_a_dry_run_does_not_start_a_new_streak_notice() -> None:
 def test_the_gateway_holds_a_dry_runs_fingerprint(status: dict[str, str], after: timedelta, held: bool) -> None:
     body = {"status": {**status, "completedAt": "2026-05-01T12:00:00Z"}}
     assert is_held(body, NOW + after, timedelta(hours=1)) is held
+
+
+@pytest.mark.parametrize(("original_outcome", "outcome"), [("DryRun", "DryRun"), ("Remediated", "Remediated")])
+def test_a_duplicate_of_a_dry_run_is_a_dry_run(original_outcome: str, outcome: str) -> None:
+    original = make_request("rr-0", status={"overallPhase": "Completed", "outcome": original_outcome})
+    rr = blocked("DuplicateInProgress", duplicateOf="rr-0")
+    transition = tr.plan_blocked(rr, History(requests=[original]), NOW, POLICY)
+    assert transition.status is not None
+    assert (transition.status.overall_phase, transition.status.outcome) == (RemediationPhase.COMPLETED, outcome)
