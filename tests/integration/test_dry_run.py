@@ -17,6 +17,7 @@ from lightkube.core.exceptions import ApiError
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.client import make_client
 from kubernaut.kube.resources import (
+    JobResource,
     PipelineRunResource,
     RemediationRequestResource,
     RemediationWorkflowResource,
@@ -72,12 +73,30 @@ def bundle_policy() -> list[dict[str, Any]]:
     ]
 
 
+def workflow(name: str, image: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationWorkflow",
+        "metadata": {"name": name},
+        "spec": {"workflowId": name, "version": "1.0.0", "containerImage": image, "dryRun": True, **spec},
+    }
+
+
+# In the catalog before the orchestrator starts, so that its first selection already sees them.
+CATALOG = [
+    workflow("restart-untrusted", UNTRUSTED),
+    workflow("scale-job", "registry.example/scale:1.0", execution={"engine": "job", "command": ["/scale", "-n", "3"]}),
+]
+
+
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     directory = tmp_path_factory.mktemp("dryrun")
     async with production_cluster(directory) as cluster:
         for doc in bundle_policy():
             await cluster.admin.create(codecs.from_dict(doc))
+        for entry in CATALOG:
+            await cluster.admin.create(RemediationWorkflowResource(entry))
         namespace = await cluster.namespace("dry")
         console = ["console"]
         extra = {"notifications": {"critical": console, "high": console, "medium": console, "low": console}}
@@ -124,33 +143,10 @@ async def test_an_annotated_request_validates_and_leaves_nothing(running: Runnin
 
 
 async def test_a_dry_run_workflow_and_a_refused_pipelinerun(running: Running) -> None:
-    await running.cluster.admin.create(
-        RemediationWorkflowResource(
-            {
-                "apiVersion": "kubernaut.ai/v1alpha1",
-                "kind": "RemediationWorkflow",
-                "metadata": {"name": "restart-untrusted"},
-                "spec": {
-                    "workflowId": "restart-untrusted",
-                    "version": "1.0.0",
-                    "containerImage": UNTRUSTED,
-                    "dryRun": True,
-                },
-            }
-        )
-    )
     target = {"kind": "Deployment", "name": "api", "namespace": running.namespace}
     body = rr_manifest("rr-untrusted", running.namespace, target=target, bundle=None)
     body["spec"]["workflowRef"] = {"workflowId": "restart-untrusted"}
-
-    async def created() -> bool:  # the catalog entry reaches the orchestrator's cache first
-        try:
-            await running.cluster.admin.create(RemediationRequestResource(body))
-        except ApiError:
-            return False
-        return True
-
-    await eventually(created, what="rr-untrusted created")
+    await running.cluster.admin.create(RemediationRequestResource(body))
     status = await finished(running, "rr-untrusted")
     assert (status["overallPhase"], status.get("outcome")) == ("Completed", "DryRun"), status
     assert status["dryRun"]["validated"] is False
@@ -159,6 +155,20 @@ async def test_a_dry_run_workflow_and_a_refused_pipelinerun(running: Running) ->
     assert status["dryRun"]["message"].startswith(f"PipelineRun {status['dryRun']['lockName']}: ")
     assert await wfe_names(running.cluster.admin, running.namespace) == []
     assert await pipelineruns(running) == []
+
+
+async def test_a_job_engine_dry_run_validates_the_job(running: Running) -> None:
+    target = {"kind": "Deployment", "name": "batch", "namespace": running.namespace}
+    body = rr_manifest("rr-job", running.namespace, target=target, bundle=None)
+    body["spec"]["workflowRef"] = {"workflowId": "scale-job"}
+    await running.cluster.admin.create(RemediationRequestResource(body))
+    status = await finished(running, "rr-job")
+    assert (status["overallPhase"], status.get("outcome")) == ("Completed", "DryRun"), status
+    assert status["dryRun"]["validated"] is True, status["dryRun"]
+    assert status["dryRun"]["message"] == "would run (workflow scale-job sets dryRun)"
+    assert status["dryRun"]["lockName"] == build_lock_name(f"{running.namespace}/Deployment/batch")
+    jobs = [j async for j in running.cluster.admin.list(JobResource, namespace=EXECUTION_NAMESPACE)]
+    assert jobs == []
 
 
 async def test_the_orchestrator_creates_pipelineruns_only_as_dry_runs(running: Running) -> None:

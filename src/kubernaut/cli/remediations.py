@@ -289,6 +289,12 @@ def _print_description(
         console.print(f"  Skipped:  {status.skip_reason}: {status.skip_message}")
     if status.failure_reason:
         console.print(f"  Failure:  {status.failure_phase}: {status.failure_reason}")
+    if status.dry_run:
+        dry = status.dry_run
+        verdict = "validated" if dry.validated else "refused"
+        console.print(
+            f"  Dry run:  {dry.workflow_id} as {dry.execution_name} / {dry.lock_name} {verdict}: {dry.message}"
+        )
     if status.message:
         console.print("  Message:  " + status.message.strip().replace("\n", "\n            "))
     console.print("\n[bold]Timeline[/bold]")
