@@ -74,7 +74,8 @@ def rar(
     required_by: str = "2026-05-01T12:15:00Z",
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "rar-rr-1", "namespace": "team", "annotations": annotations or {}}
-    return {"metadata": meta, "spec": {"requiredBy": required_by}, "status": status or {}}
+    spec = {"requiredBy": required_by, "remediationRequestRef": {"name": "rr-1", "uid": "uid-rr-1"}}
+    return {"metadata": meta, "spec": spec, "status": status or {}}
 
 
 APPROVED = {ANNOTATION_DECISION: "Approved", ANNOTATION_DECISION_REASON: "ok", ANNOTATION_DECIDED_BY: "alice"}
@@ -319,3 +320,16 @@ def test_waiting_requeues_at_the_deadline_and_a_recorded_decision_is_not_written
     assert transition.approval_record is None
     assert transition.status is not None
     assert transition.status.overall_phase == RemediationPhase.FAILED
+
+
+def test_an_approval_left_by_a_deleted_request_of_the_same_name_approves_nothing() -> None:
+    stale = rar({**APPROVED, ANNOTATION_DECIDED_VIA: "cli"})
+    stale["spec"]["remediationRequestRef"] = {"name": "rr-1", "uid": "uid-of-the-deleted-one"}
+    history = ApprovalHistory(approvals={"rar-rr-1": stale})
+    rr = make_rr(status=ANALYZING, workflow_ref=WORKFLOW_REF)
+    transition = tr.plan_analyzing(rr, history, NOW, NEEDS)
+    assert transition.execution is None
+    assert transition.status is not None
+    assert transition.status.overall_phase == RemediationPhase.AWAITING_APPROVAL
+    waiting = make_rr(status=AWAITING, workflow_ref=WORKFLOW_REF)
+    assert tr.plan_awaiting_approval(waiting, history, NOW, NEEDS).status is None

@@ -445,6 +445,10 @@ class Orchestrator:
         body, created = await create_idempotent(
             self.client, RemediationApprovalRequestResource(manifest), into=self.approvals
         )
+        ref = manifest["spec"]["remediationRequestRef"]
+        if ((body.get("spec") or {}).get("remediationRequestRef") or {}).get("uid") != ref["uid"]:
+            # left by a deleted request of the same name: retried once the garbage collector removed it
+            raise Conflict(f"RemediationApprovalRequest {manifest['metadata']['name']} belongs to another request")
         if created or not (body.get("status") or {}).get("phase"):
             meta = body["metadata"]
             await patch_status_if_current(

@@ -142,6 +142,13 @@ def _instant(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def is_approval_for(body: Body, rr: RemediationRequest) -> bool:
+    """Whether the approval request asks about this very request (by uid): one left behind by a
+    deleted request of the same name must never approve its successor."""
+    ref = (body.get("spec") or {}).get("remediationRequestRef") or {}
+    return bool(rr.metadata.uid) and ref.get("uid") == rr.metadata.uid
+
+
 def parse_required_by(body: Body) -> datetime | None:
     return _instant((body.get("spec") or {}).get("requiredBy"))
 

@@ -38,6 +38,7 @@ from kubernaut.domain.approval import (
     decide_approval_required,
     describe_decision,
     describe_wait,
+    is_approval_for,
 )
 from kubernaut.domain.dryrun import decide_dry_run
 from kubernaut.domain.routing import (
@@ -388,7 +389,7 @@ def plan_analyzing(rr: RemediationRequest, history: RoutingHistory, now: datetim
         return _previous_execution_failed(rr, decision, workflow_id, now, policy)
     reason = decide_approval_required(rr, selected, policy.approval)
     if reason:
-        approval = history.approval(build_approval_name(rr.metadata.name))
+        approval = _own_approval(rr, history)
         if approval is None or decide_approval(approval, now).phase != ApprovalPhase.APPROVED:
             return _awaiting_approval(rr, selected, reason, now, policy)
     dry_run = decide_dry_run(rr, selected, policy.dry_run)
@@ -442,7 +443,7 @@ def plan_awaiting_approval(
     """Wait for the decision; approved runs routing again (the world may have changed while waiting),
     rejected or expired fails the request."""
     name = build_approval_name(rr.metadata.name)
-    body = history.approval(name)
+    body = _own_approval(rr, history)
     if body is None:  # created by the pass that moved here; the cache has not seen it yet
         return Transition(requeue=CREATION_RETRY)
     state = decide_approval(body, now)
@@ -458,6 +459,11 @@ def plan_awaiting_approval(
     )
     event = _decision_event(rr, status, name, state, now)
     return _finished(rr, status, Phase.AWAITING_APPROVAL, now, events=(event,), approval_record=record)
+
+
+def _own_approval(rr: RemediationRequest, history: RoutingHistory) -> Mapping[str, Any] | None:
+    body = history.approval(build_approval_name(rr.metadata.name))
+    return body if body is not None and is_approval_for(body, rr) else None
 
 
 def _decision_event(
