@@ -9,6 +9,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubernaut.domain.approval import ApprovalPolicy
+from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.duration import parse_go_duration
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
@@ -298,8 +300,13 @@ class WebhookChannelConfig(Section):
 class SlackChannelConfig(Section):
     webhook_url_secret: str = Field(default="", description="Secret key holding the Slack incoming-webhook URL.")
     timeout: Duration = Field(default=timedelta(seconds=10), description="Per-request timeout.")
+    signing_secret_ref: str = Field(
+        default="",
+        description="Secret key holding the Slack app's signing secret: approval messages carry Approve and "
+        "Reject buttons, and the gateway accepts their clicks at /api/v1/slack/interactions.",
+    )
 
-    @field_validator("webhook_url_secret")
+    @field_validator("webhook_url_secret", "signing_secret_ref")
     @classmethod
     def _ref(cls, value: str) -> str:
         return _secret_ref(value)
@@ -370,6 +377,65 @@ class NotificationsConfig(Section):
         return list(getattr(self, priority, self.medium))
 
 
+_APPROVAL = ApprovalPolicy()
+
+
+class ApprovalRequiredFor(Section):
+    """Requests that need approval whatever their workflow says: any match."""
+
+    severities: list[str] = Field(default_factory=list, description="Signal severities, e.g. [critical].")
+    target_kinds: list[str] = Field(default_factory=list, description="Target kinds, e.g. [StatefulSet, Node].")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces of the requests.")
+
+
+class ApprovalConfig(Section):
+    """Who needs a person's yes before running, how long the person has, and who may say it in Slack."""
+
+    required_for: ApprovalRequiredFor = ApprovalRequiredFor()
+    timeout: Duration = Field(default=_APPROVAL.timeout, description="From the request for approval to expiry.")
+    slack_approvers: dict[str, str] = Field(
+        default_factory=dict, description="Slack user id -> approver name; only these may decide from Slack."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+    def policy(self) -> ApprovalPolicy:
+        wanted = self.required_for
+        return ApprovalPolicy(
+            severities=frozenset(wanted.severities),
+            target_kinds=frozenset(wanted.target_kinds),
+            namespaces=frozenset(wanted.namespaces),
+            timeout=self.timeout,
+        )
+
+
+class DryRunConfig(Section):
+    """`dryRun: true` (or `dryRun: {enabled: true}`): every request validates instead of running."""
+
+    enabled: bool = Field(default=False, description="Every request is a dry run.")
+    hold_period: Duration = Field(
+        default=HOLD_PERIOD,
+        description="After a dry run, repeats of its signal fold into it this long (the gateway does not loop).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("hold_period")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
 class Settings(Section):
     manager: ManagerConfig = ManagerConfig()
     client: ClientConfig = ClientConfig()
@@ -380,6 +446,8 @@ class Settings(Section):
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    dry_run: DryRunConfig = DryRunConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

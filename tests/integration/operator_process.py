@@ -37,7 +37,16 @@ from kubernaut.paths import crd_paths, project_dir
 
 SYSTEM_NAMESPACE = "kubernaut-system"
 EXECUTION_NAMESPACE = "kubernaut-workflows"
-RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")
+RBAC_KINDS = (
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "Role",
+    "ClusterRoleBinding",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 
 
 def render_manifests() -> list[dict[str, Any]]:

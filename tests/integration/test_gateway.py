@@ -5,6 +5,7 @@ import base64
 import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lightkube.resources.core_v1 import Secret
 from prometheus_client import REGISTRY
 
 from kubernaut.config import GatewayConfig
+from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.signals import RESOLVED_ANNOTATION, build_remediation_name, parse_alertmanager_payload
 from kubernaut.errors import ConfigError
 from kubernaut.gateway import GatewayServer, write_token_file
@@ -52,10 +54,12 @@ async def start_gateway(kube: AsyncClient, namespace: str, tmp_path: Path) -> As
     token_file = tmp_path / "token"
     write_token_file(token_file, TOKEN)
 
-    async def start(client: AsyncClient | None = None, **overrides: Any) -> GatewayServer:
+    async def start(
+        client: AsyncClient | None = None, *, dry_run_hold: timedelta = HOLD_PERIOD, **overrides: Any
+    ) -> GatewayServer:
         values: dict[str, Any] = {"listen": "127.0.0.1:0", "namespace": namespace, "bearerTokenFile": str(token_file)}
         values.update(overrides)
-        server = GatewayServer(client or kube, GatewayConfig.model_validate(values))
+        server = GatewayServer(client or kube, GatewayConfig.model_validate(values), dry_run_hold=dry_run_hold)
         await server.start()
         servers.append(server)
         return server
@@ -185,6 +189,31 @@ async def test_an_ended_request_is_not_reused(
     rrs = {rr["metadata"]["name"]: rr for rr in await list_rrs(kube, namespace)}
     assert rrs[name]["status"]["deduplication"]["occurrenceCount"] == 1
     assert rrs[f"{name}-2"]["status"]["deduplication"]["occurrenceCount"] == 2
+
+
+@pytest.mark.parametrize(("ended_ago", "held"), [(timedelta(minutes=59), True), (timedelta(minutes=61), False)])
+async def test_a_dry_run_holds_its_fingerprint_for_the_hold_period(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    kube: AsyncClient,
+    namespace: str,
+    ended_ago: timedelta,
+    held: bool,
+) -> None:
+    server = await start_gateway(dry_run_hold=timedelta(hours=1))
+    payload = one_alert({"alertname": "DryLoop", "namespace": "shop", "deployment": f"cart-{held}"})
+    _, first = await post(http, server, payload)
+    (name,) = first["created"]
+    ended = (datetime.now(UTC) - ended_ago).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = {"overallPhase": "Completed", "outcome": "DryRun", "completedAt": ended}
+    await patch_status(kube, RemediationRequestResource, name, namespace, done)
+    status, second = await post(http, server, payload)
+    assert status == 200
+    if held:  # folded into the dry run: no new request that would only dry-run again
+        assert second["deduplicated"] == [name]
+        assert second["created"] == []
+    else:
+        assert second["created"] == [f"{name}-2"]
 
 
 async def test_resolved_alert_is_recorded_never_created(

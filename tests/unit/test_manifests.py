@@ -58,6 +58,7 @@ def test_everything_renders_with_the_expected_kinds() -> None:
         "workflowexecutions.kubernaut.ai",
         "notificationrequests.kubernaut.ai",
         "remediationworkflows.kubernaut.ai",
+        "remediationapprovalrequests.kubernaut.ai",
     }
     accounts = {(doc["metadata"]["namespace"], doc["metadata"]["name"]) for doc in of_kind("ServiceAccount")}
     assert (EXECUTION_NAMESPACE, "kubernaut-workflow-runner") in accounts
@@ -80,7 +81,19 @@ def test_run_writes_only_in_a_role_of_the_execution_namespace(group: str, resour
         and {resource, f"{resource}/status"} & set(rule.get("resources", []))
         and WRITE_VERBS & set(rule.get("verbs", []))
     ]
-    assert writers == [("Role", EXECUTION_NAMESPACE, "kubernaut-executor")]
+    # the orchestrator's create is held to server-side dry runs by its admission policy
+    assert sorted(writers) == [
+        ("Role", EXECUTION_NAMESPACE, "kubernaut-executor"),
+        ("Role", EXECUTION_NAMESPACE, "kubernaut-orchestrator"),
+    ]
+    policy = next(d for d in rendered() if d["kind"] == "ValidatingAdmissionPolicy")
+    assert policy["spec"]["validations"] == [
+        {
+            "expression": "request.dryRun == true",
+            "message": "kubernaut-orchestrator may create PipelineRuns and Jobs only as server-side dry runs",
+        }
+    ]
+    assert resource in {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
 
 
 @pytest.mark.parametrize(("group", "resource"), [("tekton.dev", "pipelineruns"), ("batch", "jobs")])
@@ -174,6 +187,8 @@ def test_webhooks_only_see_kubernaut_kinds_and_spare_the_controllers() -> None:
     assert {hook["name"] for hook in hooks} == {
         "clearance.workflowexecutions.kubernaut.ai",
         "clearance-identity.workflowexecutions.kubernaut.ai",
+        "decision.remediationapprovalrequests.kubernaut.ai",
+        "decision-identity.remediationapprovalrequests.kubernaut.ai",
         "validation.kubernaut.ai",
     }
     for hook in hooks:

@@ -1,4 +1,4 @@
-"""`kubernaut get remediations`, `describe remediation`, `clear-block`: the operator's view."""
+"""`kubernaut get remediations`, `describe remediation`, `clear-block`, `approve`, `reject`: the operator's view."""
 
 import asyncio
 import os
@@ -7,16 +7,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from lightkube.core.exceptions import ApiError
+from lightkube.types import PatchType
 from rich.console import Console
 
 from kubernaut.api.v1alpha1 import GROUP, VERSION, RemediationRequest, WorkflowExecution
 from kubernaut.cli.audit import LOCAL_STATE_DIR, resolve_audit_url
 from kubernaut.cli.output import Output, command_group, print_objects, print_table
+from kubernaut.domain.approval import (
+    ANNOTATION_DECISION,
+    ANNOTATION_DECISION_REASON,
+    CLI_FIELD_MANAGER,
+    build_approval_name,
+    decide_approval,
+)
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.domain.routing import build_rr_target
 from kubernaut.kube.client import make_client, patch_object
-from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
+from kubernaut.kube.resources import (
+    RemediationApprovalRequestResource,
+    RemediationRequestResource,
+    WorkflowExecutionResource,
+)
 from kubernaut.web.views import (
     build_pipelinerun_state,
     build_row,
@@ -150,6 +163,72 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         console.print(f"Block cleared on WorkflowExecution {namespace}/{wfe}: {reason.strip()}")
 
+    @app.command("approve")
+    def approve(
+        rr: Annotated[str, typer.Argument(help="The RemediationRequest awaiting approval.")],
+        namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the request.")] = "default",
+        reason: Annotated[str, typer.Option("--reason", help="Why it may run (recorded).")] = "",
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """Approve a remediation awaiting approval; it runs once routing passes again.
+
+        Sets kubernaut.ai/decision=Approved on its RemediationApprovalRequest; the admission webhook
+        records your Kubernetes user name. An approval decides once."""
+        _decide(kubeconfig, rr, namespace, "Approved", reason.strip())
+
+    @app.command("reject")
+    def reject(
+        rr: Annotated[str, typer.Argument(help="The RemediationRequest awaiting approval.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why it must not run (recorded).")],
+        namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the request.")] = "default",
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """Reject a remediation awaiting approval; the request fails (failurePhase approval).
+
+        Sets kubernaut.ai/decision=Rejected on its RemediationApprovalRequest; the admission webhook
+        records your Kubernetes user name. An approval decides once."""
+        if not reason.strip():
+            raise _fail("--reason must not be empty")
+        _decide(kubeconfig, rr, namespace, "Rejected", reason.strip())
+
+
+def _decide(kubeconfig: Path | None, rr: str, namespace: str, decision: str, reason: str) -> None:
+    try:
+        name = asyncio.run(_set_decision(resolve_kubeconfig(kubeconfig), rr, namespace, decision, reason))
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+    said = f": {reason}" if reason else ""
+    console.print(f"{decision} RemediationRequest {namespace}/{rr} (RemediationApprovalRequest {name}){said}")
+
+
+async def _set_decision(kubeconfig: Path | None, rr: str, namespace: str, decision: str, reason: str) -> str:
+    """Annotate `rar-<rr>`; a decision already made or an expired deadline is refused (here, and by
+    the webhook, which has the last word)."""
+    name = build_approval_name(rr)
+    client = make_client(kubeconfig)
+    try:
+        body = await get_or_none(client, RemediationApprovalRequestResource, name, namespace)
+        if body is None:
+            raise LookupError(f"RemediationRequest {namespace}/{rr} is not awaiting approval (no {name})")
+        state = decide_approval(body, datetime.now(UTC))
+        if state.decided:
+            raise LookupError(f"{name}: already {state.phase.value} ({state.decided_by}); an approval decides once")
+        annotations = {ANNOTATION_DECISION: decision, ANNOTATION_DECISION_REASON: reason}
+        try:
+            await client.patch(
+                RemediationApprovalRequestResource,
+                name,
+                {"metadata": {"annotations": annotations}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+                field_manager=CLI_FIELD_MANAGER,
+            )
+        except ApiError as exc:
+            raise LookupError(exc.status.message or str(exc)) from None
+    finally:
+        await client.close()
+    return name
+
 
 async def _list_rrs(kubeconfig: Path | None, namespace: str | None) -> list[dict[str, Any]]:
     """The RemediationRequests as the API returns them, by namespace, then age."""
@@ -211,6 +290,12 @@ def _print_description(
         console.print(f"  Skipped:  {status.skip_reason}: {status.skip_message}")
     if status.failure_reason:
         console.print(f"  Failure:  {status.failure_phase}: {status.failure_reason}")
+    if status.dry_run:
+        dry = status.dry_run
+        verdict = "validated" if dry.validated else "refused"
+        console.print(
+            f"  Dry run:  {dry.workflow_id} as {dry.execution_name} / {dry.lock_name} {verdict}: {dry.message}"
+        )
     if status.message:
         console.print("  Message:  " + status.message.strip().replace("\n", "\n            "))
     console.print("\n[bold]Timeline[/bold]")

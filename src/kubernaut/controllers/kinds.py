@@ -8,6 +8,7 @@ from kubernaut.kube.resources import (
     JobResource,
     NotificationRequestResource,
     PipelineRunResource,
+    RemediationApprovalRequestResource,
     RemediationRequestResource,
     RemediationWorkflowResource,
     WorkflowExecutionResource,
@@ -17,6 +18,7 @@ from kubernaut.kube.runtime import Body
 RR_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationrequests", RemediationRequestResource)
 WFE_KIND = Kind("kubernaut.ai", "v1alpha1", "workflowexecutions", WorkflowExecutionResource)
 NR_KIND = Kind("kubernaut.ai", "v1alpha1", "notificationrequests", NotificationRequestResource)
+RAR_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationapprovalrequests", RemediationApprovalRequestResource)
 WORKFLOW_KIND = Kind("kubernaut.ai", "v1alpha1", "remediationworkflows", RemediationWorkflowResource, namespaced=False)
 
 

@@ -364,7 +364,13 @@ async def run_manager(
                     raise ConfigError(f"cannot serve the admission webhook on {where}: {exc}") from None
                 stack.push_async_callback(webhook.stop)
             if gateway:
-                intake = GatewayServer(manager.client, settings.gateway)
+                intake = GatewayServer(
+                    manager.client,
+                    settings.gateway,
+                    dry_run_hold=settings.dry_run.hold_period,
+                    slack_signing_secret_ref=settings.notifier.slack.signing_secret_ref,
+                    slack_approvers=settings.approval.slack_approvers,
+                )
                 await intake.start()
                 stack.push_async_callback(intake.stop)
             log.info("Starting controllers: %s", ", ".join(controllers) or "none")

@@ -29,6 +29,7 @@ from kubernaut.controllers.kinds import (
     JOB_KIND,
     NR_KIND,
     PIPELINERUN_KIND,
+    RAR_KIND,
     RR_KIND,
     TARGET_INDEX,
     WFE_KIND,
@@ -41,15 +42,18 @@ from kubernaut.controllers.kinds import (
 )
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import transitions as tr
+from kubernaut.domain.approval import PENDING_STATUS
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
-from kubernaut.kube.api import create_idempotent, get_object, patch_status_if_current
-from kubernaut.kube.errors import Conflict, KubeError, Refused
+from kubernaut.execution import BACKENDS
+from kubernaut.kube.api import create_idempotent, get_object, kube_errors, patch_status_if_current
+from kubernaut.kube.errors import AlreadyExists, Conflict, KubeError, NotFound, Refused
 from kubernaut.kube.faults import crash_point
 from kubernaut.kube.patch import build_merge_patch
 from kubernaut.kube.resources import (
     NotificationRequestResource,
+    RemediationApprovalRequestResource,
     RemediationRequestResource,
     WorkflowExecutionResource,
 )
@@ -96,10 +100,17 @@ class Orchestrator:
         self.client = manager.client
         self.routing = manager.settings.routing.policy()
         self.timeouts = manager.settings.timeouts.policy()
-        self.policy = tr.PlanPolicy(self.routing, self.timeouts, manager.settings.notifications.for_priority)
+        self.policy = tr.PlanPolicy(
+            self.routing,
+            self.timeouts,
+            manager.settings.notifications.for_priority,
+            manager.settings.approval.policy(),
+            manager.settings.dry_run.enabled,
+        )
         self.audit = manager.audit
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
+        self.service_account = manager.settings.execution.service_account
         self.rrs = manager.cache(
             RR_KIND,
             {
@@ -122,6 +133,7 @@ class Orchestrator:
         self.jobs = manager.cache(JOB_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
+        self.approvals = manager.cache(RAR_KIND)
         # One routing decision per target at a time (see _target_lock).
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(
@@ -132,6 +144,7 @@ class Orchestrator:
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
         manager.on_event(JOB_KIND, self._on_pipelinerun)  # a Job is a lock like a PipelineRun
         manager.on_event(NR_KIND, self._on_notification)
+        manager.on_event(RAR_KIND, self._on_notification)  # a decision wakes the request it belongs to
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
@@ -242,7 +255,14 @@ class Orchestrator:
         """Perform a planned transition: the execution first (the transition to Executing is true only
         once it exists), then the audit events, the notification, the status write (audit before the
         write: a retried transition records the same events again, deduplicated), then the counts."""
+        if transition.dry_run is not None:
+            lock_name, refusal = await self._validate_dry_run(transition.dry_run.execution)
+            transition = tr.plan_dry_run_validated(rr, transition.dry_run, lock_name, refusal, now)
         transition = await self._create_child(rr, transition, now)
+        if transition.approval is not None:
+            await self._create_approval(transition.approval.manifest)
+        if transition.approval_record is not None:
+            await self._record_approval(rr, transition.approval_record)
         for event in transition.events:
             await self._record(rr, event)
         status = await self._notify(rr, transition.status, transition.notification)
@@ -278,15 +298,21 @@ class Orchestrator:
 
     def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
         """The requests of rr's signal that can still decide anything about it: every active one, and
-        the history newest first down to (and with) the newest Completed one. Older requests are
-        behind a success: the failure streak, the duplicate check and the streak notice all stop
-        there, so leaving them out gives the same answers."""
+        the history newest first down to (and with) the newest Completed one that was not a dry run.
+        Older requests are behind a success: the failure streak, the duplicate check and the streak
+        notice all stop there, so leaving them out gives the same answers."""
         fingerprint = rr.spec.signal_fingerprint
         bodies: dict[str, Body] = {}
         for body in self.rrs.newest_first(HISTORY_BY_FINGERPRINT, fingerprint):
             key = object_key(body)
             bodies[key] = body
-            if key != rr.key and (body.get("status") or {}).get("overallPhase") == Phase.COMPLETED.value:
+            status = body.get("status") or {}
+            # a dry run changed nothing: the history behind it still decides
+            if (
+                key != rr.key
+                and status.get("overallPhase") == Phase.COMPLETED.value
+                and status.get("outcome") != "DryRun"
+            ):
                 break
         for key in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
             active = self.rrs.get(key)
@@ -396,6 +422,57 @@ class Orchestrator:
             raise CreationRefused(f"WorkflowExecution {name} exists and belongs to another request")
         return body
 
+    async def _validate_dry_run(self, manifest: dict[str, Any]) -> tuple[str, str | None]:
+        """Server-side dry-run creates of the execution and of the run the executor would render for it
+        (the same rendering): (the run's name, the API server's refusal or None). Nothing is stored."""
+        wfe = WorkflowExecution.from_wire(manifest)
+        backend = BACKENDS[wfe.spec.execution_engine]
+        run = backend.render(wfe, namespace=self.exec_namespace, service_account=self.service_account)
+        lock_name = run["metadata"]["name"]
+        for kind, resource, body in (
+            ("WorkflowExecution", WorkflowExecutionResource, manifest),
+            (backend.kind, backend.resource, run),
+        ):
+            try:
+                with kube_errors():
+                    await self.client.create(resource(body), dry_run=True)
+            except (Refused, AlreadyExists, NotFound) as exc:  # the answer, not a failure to ask
+                return lock_name, f"{kind} {body['metadata']['name']}: {exc.message or exc}"
+        return lock_name, None
+
+    async def _create_approval(self, manifest: dict[str, Any]) -> None:
+        """Create `rar-<rr>` (idempotent) and mark it Pending, so that `kubectl get rar` shows it waiting."""
+        body, created = await create_idempotent(
+            self.client, RemediationApprovalRequestResource(manifest), into=self.approvals
+        )
+        ref = manifest["spec"]["remediationRequestRef"]
+        if ((body.get("spec") or {}).get("remediationRequestRef") or {}).get("uid") != ref["uid"]:
+            # left by a deleted request of the same name: retried once the garbage collector removed it
+            raise Conflict(f"RemediationApprovalRequest {manifest['metadata']['name']} belongs to another request")
+        if created or not (body.get("status") or {}).get("phase"):
+            meta = body["metadata"]
+            await patch_status_if_current(
+                self.client,
+                RemediationApprovalRequestResource,
+                meta["name"],
+                meta["namespace"],
+                PENDING_STATUS,
+                resource_version=meta["resourceVersion"],
+                into=self.approvals,
+            )
+
+    async def _record_approval(self, rr: RemediationRequest, record: tr.ApprovalRecord) -> None:
+        """Copy the decision (or expiry) into the approval request's status, before the request moves on."""
+        await patch_status_if_current(
+            self.client,
+            RemediationApprovalRequestResource,
+            record.name,
+            rr.metadata.namespace,
+            record.status,
+            resource_version=None,
+            into=self.approvals,
+        )
+
     async def _learn_execution(self, rr: RemediationRequest, name: str) -> None:
         """After a create whose answer was lost (a timeout, a 5xx) the execution may exist: read it now,
         while the target's routing lock is held, so that the next request does not find the target free
@@ -501,6 +578,9 @@ class CachedHistory:
 
     def catalog(self) -> list[RemediationWorkflow]:
         return self._ro._catalog()
+
+    def approval(self, name: str) -> Body | None:
+        return self._ro.approvals.get(f"{self._rr.metadata.namespace}/{name}")
 
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         notifications = self._ro.notifications

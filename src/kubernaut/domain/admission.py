@@ -8,9 +8,19 @@ what is wrong and show what a good value looks like.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from kubernaut.domain.duration import parse_go_duration
+from kubernaut.domain.approval import (
+    ANNOTATION_DECIDED_BY,
+    ANNOTATION_DECIDED_VIA,
+    ANNOTATION_DECISION,
+    ANNOTATION_DECISION_REASON,
+    DECISIONS,
+    build_decided_via,
+    decide_approval,
+)
+from kubernaut.domain.duration import format_rfc3339, parse_go_duration
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK, ANNOTATION_CLEARED_BY
 from kubernaut.domain.target import build_target_string, parse_target
 from kubernaut.errors import InvalidTargetError
@@ -108,6 +118,83 @@ def decide_clearance_identity(obj: Body, old: Body | None, username: str) -> Adm
         message=(
             f"the annotation {ANNOTATION_CLEARED_BY} must name the user who set {ANNOTATION_CLEAR_BLOCK} "
             f"({wanted}, found {written!r}); it cannot be set or changed by hand"
+        ),
+    )
+
+
+# -- who decided an approval -------------------------------------------------------------------------
+
+
+def _json_pointer(annotation: str) -> str:
+    return "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
+
+
+def _decision_refusal(obj: Body, old: Body | None, username: str, now: datetime) -> str:
+    """Why this write's decision annotations cannot be admitted; "" when they can."""
+    name = (obj.get("metadata") or {}).get("name") or ""
+    new, before = _annotations(obj), _annotations(old)
+    decision, old_decision = new.get(ANNOTATION_DECISION), before.get(ANNOTATION_DECISION)
+    changed = decision != old_decision or new.get(ANNOTATION_DECISION_REASON) != before.get(ANNOTATION_DECISION_REASON)
+    stamps = (ANNOTATION_DECIDED_BY, ANNOTATION_DECIDED_VIA)
+    forged = next((a for a in stamps if new.get(a) != before.get(a)), None)
+    if forged is not None:
+        return (
+            f"the annotation {forged} cannot be set or changed by hand: kubernaut writes it from "
+            f"the identity of whoever sets {ANNOTATION_DECISION}. Set only {ANNOTATION_DECISION}=Approved|Rejected "
+            f"(for example with `kubernaut approve` or `kubernaut reject`)."
+        )
+    if not changed:
+        return ""
+    if old is not None:
+        state = decide_approval(old, now)
+        if state.decided:
+            when = f" at {format_rfc3339(state.decided_at)}" if state.decided_at else ""
+            if state.phase.value == "Expired":
+                return f"RemediationApprovalRequest {name} has expired ({state.message}); an approval decides once"
+            return (
+                f"RemediationApprovalRequest {name} was already {state.phase.value.lower()} by "
+                f"{state.decided_by}{when}; an approval decides once"
+            )
+    if decision not in DECISIONS:
+        return f"{ANNOTATION_DECISION} must be Approved or Rejected, not {str(decision)[:40]!r}"
+    if not username:
+        return f"{ANNOTATION_DECISION} needs an authenticated user; this request has none"
+    return ""
+
+
+def decide_decision_stamp(
+    obj: Body, old: Body | None, username: str, now: datetime, field_manager: str = ""
+) -> AdmissionVerdict:
+    """Mutating: write the requester (and its client) into the decided-by (decided-via) annotation of
+    a new decision; refuse a hand-written one, a second decision, and one after expiry."""
+    refusal = _decision_refusal(obj, old, username, now)
+    if refusal:
+        return AdmissionVerdict(allowed=False, message=refusal)
+    if _annotations(obj).get(ANNOTATION_DECISION) == _annotations(old).get(ANNOTATION_DECISION):
+        return ALLOWED
+    via = build_decided_via(field_manager).value
+    return AdmissionVerdict(
+        allowed=True,
+        patch=(
+            {"op": "add", "path": _json_pointer(ANNOTATION_DECIDED_BY), "value": username},
+            {"op": "add", "path": _json_pointer(ANNOTATION_DECIDED_VIA), "value": via},
+        ),
+    )
+
+
+def decide_decision_identity(obj: Body, old: Body | None, username: str) -> AdmissionVerdict:
+    """Validating, after every mutation: decided-by names the user who set the decision, or is unchanged."""
+    new, before = _annotations(obj), _annotations(old)
+    decided = new.get(ANNOTATION_DECISION) != before.get(ANNOTATION_DECISION)
+    expected = username if decided else before.get(ANNOTATION_DECIDED_BY)
+    written = new.get(ANNOTATION_DECIDED_BY)
+    if written == expected:
+        return ALLOWED
+    return AdmissionVerdict(
+        allowed=False,
+        message=(
+            f"the annotation {ANNOTATION_DECIDED_BY} must name the user who set {ANNOTATION_DECISION} "
+            f"({expected!r}, found {written!r}); it cannot be set or changed by hand"
         ),
     )
 

@@ -15,6 +15,7 @@ from kubernaut.api.v1alpha1.common import API_VERSION, ObjectReference
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     BlockReason,
+    DryRunResult,
     NotificationStatus,
     Outcome,
     RemediationPhase,
@@ -27,6 +28,7 @@ from kubernaut.api.v1alpha1.remediationrequest import (
 )
 from kubernaut.domain.audit_events import ORCHESTRATOR_ACTOR
 from kubernaut.domain.conditions import set_condition
+from kubernaut.domain.dryrun import is_dry_run_outcome
 from kubernaut.domain.duration import format_go_duration, format_rfc3339, parse_go_duration
 from kubernaut.domain.execution import FINALIZER as EXECUTION_FINALIZER
 from kubernaut.domain.routing import RoutingDecision, build_rr_target, is_time_based
@@ -205,7 +207,11 @@ def decide_exhausted_retries_notice(rr: RemediationRequest, same_fingerprint: Se
     blocked for the same reason has already told people. A success starts a new streak.
     """
     newest_first = sorted(
-        (other for other in same_fingerprint if other.metadata.uid != rr.metadata.uid),
+        (
+            other
+            for other in same_fingerprint
+            if other.metadata.uid != rr.metadata.uid and not is_dry_run_outcome(other)
+        ),
         key=lambda other: (other.metadata.creation_timestamp or _LATEST, other.metadata.name),
         reverse=True,
     )
@@ -250,6 +256,18 @@ def build_completed_status(
         status.conditions = set_condition(
             status.conditions, COND_RECOVERY, True, "RecoverySucceeded", "The target was remediated", now
         )
+    return status
+
+
+def build_dry_run_status(rr: RemediationRequest, now: datetime, result: DryRunResult) -> RemediationRequestStatus:
+    """Completed with outcome DryRun: nothing ran, no lock was taken."""
+    status = _transition(rr, Phase.COMPLETED)
+    status.outcome = Outcome.DRY_RUN
+    status.completed_at = now
+    status.dry_run = result
+    verdict = "validated" if result.validated else "refused by the API server"
+    status.message = f"Dry run: {result.execution_name} ({result.lock_name}) {verdict}: {result.message}"
+    _clear_block(status)
     return status
 
 
@@ -361,6 +379,15 @@ def _owner(rr: RemediationRequest) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def build_awaiting_approval_status(
+    rr: RemediationRequest, selected: SelectedWorkflow, message: str
+) -> RemediationRequestStatus:
+    status = _transition(rr, Phase.AWAITING_APPROVAL)
+    status.selected_workflow = selected.to_status()
+    status.message = message
+    return status
 
 
 def build_executing_status(
@@ -496,6 +523,45 @@ def build_timeout_notification(
         metadata,
         {"kubernaut.ai/notification-type": "escalation"},
     )
+
+
+def build_approval_notification(
+    rr: RemediationRequest, approval_name: str, workflow_id: str, reason: str, required_by: str, channels: list[str]
+) -> dict[str, Any]:
+    """`nr-approval-<rr>`: a person must approve or reject before the workflow runs."""
+    namespace = rr.metadata.namespace
+    body = (
+        f"**Approval required** for remediation `{namespace}/{rr.metadata.name}`.\n\n"
+        f"- Signal: {rr.spec.signal_name} ({rr.spec.severity.value})\n"
+        f"- Target: `{build_rr_target(rr)}`\n"
+        f"- Workflow: {workflow_id}\n"
+        f"- Why: {reason}\n"
+        f"- Decide by: {required_by}\n\n"
+        f"`kubernaut approve {rr.metadata.name} -n {namespace}` or "
+        f"`kubernaut reject {rr.metadata.name} -n {namespace} --reason TEXT`\n"
+    )
+    metadata = {
+        "remediationRequest": rr.metadata.name,
+        "approvalRequest": approval_name,
+        "namespace": namespace,
+        "workflowId": workflow_id,
+    }
+    return _notification(
+        rr,
+        build_child_name("nr-approval-", rr.metadata.name),
+        "approval",
+        build_approval_priority(rr),
+        channels,
+        f"Approval required: {rr.spec.signal_name} on {build_rr_target(rr)}"[:500],
+        body,
+        metadata,
+        {"kubernaut.ai/notification-type": "approval"},
+    )
+
+
+def build_approval_priority(rr: RemediationRequest) -> str:
+    """The priority of the request, by its signal's severity."""
+    return {"critical": "critical", "warning": "high"}.get(rr.spec.severity.value, "medium")
 
 
 def _notification(

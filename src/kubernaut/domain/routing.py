@@ -21,6 +21,7 @@ from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
 from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES, BlockReason, RemediationPhase, SkipReason
 from kubernaut.api.v1alpha1.workflowexecution import FailureReason, WorkflowExecutionPhase
 from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
+from kubernaut.domain.dryrun import is_dry_run_outcome
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.target import build_target_string
 
@@ -187,7 +188,9 @@ def compute_consecutive_failures(
         (
             other
             for other in same_fingerprint
-            if other.spec.signal_fingerprint == fingerprint and not _same_object(other, rr)
+            if other.spec.signal_fingerprint == fingerprint
+            and not _same_object(other, rr)
+            and not is_dry_run_outcome(other)  # a dry run changed nothing: it ends no streak
         ),
         key=_order_key,
         reverse=True,

@@ -30,6 +30,8 @@ class SelectedWorkflow:
     engine: ExecutionEngine = ExecutionEngine.TEKTON
     command: tuple[str, ...] = ()  # engine job: the container's command
     active_deadline: str | None = None  # engine job
+    requires_approval: bool = False
+    dry_run: bool = False
 
     def to_status(self) -> SelectedWorkflowStatus:
         """The form recorded in the request's `status.selectedWorkflow`."""
@@ -89,6 +91,8 @@ def _from_catalog(entry: RemediationWorkflow, source: str, ref: RequestedWorkflo
         engine=execution.engine if execution else ExecutionEngine.TEKTON,
         command=tuple(execution.command or ()) if execution else (),
         active_deadline=execution.active_deadline if execution else None,
+        requires_approval=spec.requires_approval,
+        dry_run=spec.dry_run,
     )
 
 

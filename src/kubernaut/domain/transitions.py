@@ -6,17 +6,20 @@ frozen `Transition`. The controller applies it in one fixed order: create the ex
 the audit events, create the notification, write the status, count the metrics.
 """
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from kubernaut.api.audit import AuditEvent
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
+from kubernaut.api.v1alpha1.remediationapprovalrequest import ApprovalPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     BlockReason,
+    DryRunResult,
     NotificationStatus,
+    Outcome,
     RemediationPhase,
     RemediationRequest,
     RemediationRequestStatus,
@@ -24,6 +27,20 @@ from kubernaut.api.v1alpha1.remediationrequest import (
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
 from kubernaut.domain import remediation as rem
+from kubernaut.domain.approval import (
+    FAILURE_PHASE_APPROVAL,
+    ApprovalPolicy,
+    ApprovalState,
+    build_approval_name,
+    build_approval_request,
+    build_approval_status,
+    decide_approval,
+    decide_approval_required,
+    describe_decision,
+    describe_wait,
+    is_approval_for,
+)
+from kubernaut.domain.dryrun import decide_dry_run
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
@@ -79,6 +96,10 @@ class RoutingHistory(Protocol):
         """None while it is not known whether it exists (absent before the cache has synced)."""
         ...
 
+    def approval(self, name: str) -> Mapping[str, Any] | None:
+        """The request's RemediationApprovalRequest (its body), None when it does not exist (yet)."""
+        ...
+
 
 @dataclass(frozen=True)
 class PlanPolicy:
@@ -86,6 +107,9 @@ class PlanPolicy:
     timeouts: rem.TimeoutPolicy
     channels: Callable[[str], list[str]]
     """The notification channels of a priority."""
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    dry_run: bool = False
+    """Every request is a dry run (the global `dryRun` setting)."""
 
 
 class Reads(StrEnum):
@@ -148,10 +172,30 @@ class Child:
 
 
 @dataclass(frozen=True)
+class ApprovalRecord:
+    """The status to write on the request's RemediationApprovalRequest (a decision or its expiry)."""
+
+    name: str
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DryRunCheck:
+    """A dry run's execution, for the API server to validate instead of creating it."""
+
+    execution: dict[str, Any]
+    workflow_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Transition:
     status: RemediationRequestStatus | None = None  # None: nothing to write
     events: tuple[AuditEvent, ...] = ()
     execution: Child | None = None
+    approval: Child | None = None  # the RemediationApprovalRequest to create
+    approval_record: ApprovalRecord | None = None  # written before the request's status
+    dry_run: DryRunCheck | None = None  # validated by the controller, which then plans its outcome
     notification: Child | None = None
     terminal: bool = False
     counts_before_write: tuple[Count, ...] = ()
@@ -343,7 +387,101 @@ def plan_analyzing(rr: RemediationRequest, history: RoutingHistory, now: datetim
         return _blocked(rr, decision, Phase.ANALYZING, workflow_id, history, now, policy)
     if decision.kind == DecisionKind.FAIL:
         return _previous_execution_failed(rr, decision, workflow_id, now, policy)
+    reason = decide_approval_required(rr, selected, policy.approval)
+    if reason:
+        approval = _own_approval(rr, history)
+        if approval is None or decide_approval(approval, now).phase != ApprovalPhase.APPROVED:
+            return _awaiting_approval(rr, selected, reason, now, policy)
+    dry_run = decide_dry_run(rr, selected, policy.dry_run)
+    if dry_run:
+        return Transition(
+            dry_run=DryRunCheck(rem.build_workflow_execution(rr, selected), selected.workflow_id, dry_run)
+        )
     return _execute(rr, selected, now)
+
+
+def plan_dry_run_validated(
+    rr: RemediationRequest, check: DryRunCheck, lock_name: str, refusal: str | None, now: datetime
+) -> Transition:
+    """A dry run ends Completed (outcome DryRun) with what the API server said about its execution."""
+    result = DryRunResult(
+        workflow_id=check.workflow_id,
+        execution_name=check.execution["metadata"]["name"],
+        lock_name=lock_name,
+        validated=refusal is None,
+        message=refusal if refusal is not None else f"would run ({check.reason})",
+    )
+    return _finished(rr, rem.build_dry_run_status(rr, now, result), Phase.ANALYZING, now)
+
+
+def _awaiting_approval(
+    rr: RemediationRequest, selected: SelectedWorkflow, reason: str, now: datetime, policy: PlanPolicy
+) -> Transition:
+    """Routing passed but a person must say yes: ask (the approval request and its notification)."""
+    manifest = build_approval_request(rr, selected, reason, now, policy.approval)
+    spec = manifest["spec"]
+    message = describe_wait(reason, rr.metadata.name, rr.metadata.namespace, policy.approval)
+    status = rem.build_awaiting_approval_status(rr, selected, message)
+    channels = policy.channels(rem.build_approval_priority(rr))
+    notice = rem.build_approval_notification(
+        rr, manifest["metadata"]["name"], selected.workflow_id, reason, spec["requiredBy"], channels
+    )
+    return _moved(
+        rr,
+        status,
+        Phase.ANALYZING,
+        now,
+        approval=Child(manifest),
+        notification=Child(notice),
+        requeue=policy.approval.timeout,  # the approval request's events wake it sooner
+    )
+
+
+def plan_awaiting_approval(
+    rr: RemediationRequest, history: RoutingHistory, now: datetime, policy: PlanPolicy
+) -> Transition:
+    """Wait for the decision; approved runs routing again (the world may have changed while waiting),
+    rejected or expired fails the request."""
+    name = build_approval_name(rr.metadata.name)
+    body = _own_approval(rr, history)
+    if body is None:  # created by the pass that moved here; the cache has not seen it yet
+        return Transition(requeue=CREATION_RETRY)
+    state = decide_approval(body, now)
+    if not state.decided:
+        return Transition(requeue=state.requeue_after)
+    record = None if state.recorded else ApprovalRecord(name, build_approval_status(state))
+    if state.phase == ApprovalPhase.APPROVED:
+        status = rem.build_analyzing_status(rr, now)
+        moved = _moved(rr, status, Phase.AWAITING_APPROVAL, now, requeue=AT_ONCE, approval_record=record)
+        return replace(moved, events=(_decision_event(rr, status, name, state, now), *moved.events))
+    status = rem.build_failed_status(
+        rr, now, failure_phase=FAILURE_PHASE_APPROVAL, failure_reason=describe_decision(state)
+    )
+    event = _decision_event(rr, status, name, state, now)
+    return _finished(rr, status, Phase.AWAITING_APPROVAL, now, events=(event,), approval_record=record)
+
+
+def _own_approval(rr: RemediationRequest, history: RoutingHistory) -> Mapping[str, Any] | None:
+    body = history.approval(build_approval_name(rr.metadata.name))
+    return body if body is not None and is_approval_for(body, rr) else None
+
+
+def _decision_event(
+    rr: RemediationRequest, status: RemediationRequestStatus, name: str, state: ApprovalState, now: datetime
+) -> AuditEvent:
+    """The one audit event of a decision (or expiry), naming who made it."""
+    data = {
+        "approval_request": name,
+        "decision": state.phase.value,
+        "decided_by": state.decided_by,
+        "decided_via": state.decided_via.value if state.decided_via else "",
+        "reason": state.message,
+    }
+    outcome = "success" if state.phase == ApprovalPhase.APPROVED else "failure"
+    event = rem.build_rr_event(rr, status, "orchestrator.approval.decided", outcome, data, now)
+    if state.phase == ApprovalPhase.EXPIRED:
+        return event
+    return event.model_copy(update={"actor_type": "user", "actor_id": state.decided_by})
 
 
 def _execute(rr: RemediationRequest, selected: SelectedWorkflow, now: datetime) -> Transition:
@@ -492,7 +630,10 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         case BlockedAction.RESUME:
             return _moved(rr, rem.build_resumed_status(rr), Phase.BLOCKED, now, requeue=AT_ONCE)
         case BlockedAction.COMPLETE:
-            return _finished(rr, rem.build_completed_status(rr, now, from_duplicate=True), Phase.BLOCKED, now)
+            status = rem.build_completed_status(rr, now, from_duplicate=True)
+            if original is not None and original.status.outcome == Outcome.DRY_RUN:
+                status.outcome = Outcome.DRY_RUN  # the original changed nothing; neither did its duplicate
+            return _finished(rr, status, Phase.BLOCKED, now)
         case BlockedAction.FAIL:
             status = rem.build_failed_status(
                 rr, now, failure_phase=decision.failure_phase, failure_reason=decision.failure_reason
@@ -508,6 +649,7 @@ _PLANS: dict[Phase, Callable[[RemediationRequest, RoutingHistory, datetime, Plan
     Phase.ANALYZING: plan_analyzing,
     Phase.EXECUTING: plan_executing,
     Phase.BLOCKED: plan_blocked,
+    Phase.AWAITING_APPROVAL: plan_awaiting_approval,
 }
 
 
@@ -522,5 +664,5 @@ def plan(rr: RemediationRequest, history: RoutingHistory, now: datetime, policy:
     if timeout is not None:
         return plan_timeout(rr, timeout, now, policy)
     planner = _PLANS.get(phase)
-    # Processing and AwaitingApproval are not used by this orchestrator
+    # Processing is not used by this orchestrator
     return planner(rr, history, now, policy) if planner else IDLE

@@ -12,12 +12,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from lightkube import AsyncClient
 
 from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES
+from kubernaut.domain.dryrun import HOLD_PERIOD, is_held
 from kubernaut.domain.signals import (
     Signal,
     build_deduplication_status,
@@ -69,10 +70,17 @@ def _created_at(body: Body) -> datetime | None:
 class RemediationIntake:
     """Records signals as RemediationRequests in one namespace."""
 
-    def __init__(self, client: AsyncClient, namespace: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        namespace: str,
+        clock: Callable[[], datetime],
+        dry_run_hold: timedelta = HOLD_PERIOD,
+    ) -> None:
         self._client = client
         self._namespace = namespace
         self._clock = clock
+        self._dry_run_hold = dry_run_hold
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._latest: OrderedDict[str, Body] = OrderedDict()
 
@@ -146,18 +154,24 @@ class RemediationIntake:
         bodies.sort(key=lambda b: (b["metadata"].get("creationTimestamp") or "", b["metadata"]["name"]))
         return bodies
 
+    def _folds(self, body: Body) -> bool:
+        """Repeats fold into an active request, and into a dry run within its hold period."""
+        return is_active(body) or (
+            not body.get("metadata", {}).get("deletionTimestamp") and is_held(body, self._clock(), self._dry_run_hold)
+        )
+
     async def _find_active(self, fingerprint: str) -> Body | None:
         cached = self._latest.get(fingerprint)
         if cached is not None:
             return cached
-        active = [b for b in await self._list(fingerprint) if is_active(b)]
+        active = [b for b in await self._list(fingerprint) if self._folds(b)]
         return active[0] if active else None
 
     async def _deduplicate(self, fingerprint: str, body: Body) -> bool:
         """One more occurrence on `body`; False when it is gone or no longer active."""
         name = body["metadata"]["name"]
         for _ in range(MAX_CONFLICT_RETRIES):
-            if not is_active(body):
+            if not self._folds(body):
                 return False
             status = body.get("status") or {}
             dedup = decide_deduplication(status.get("deduplication"), _created_at(body), self._clock())
@@ -194,7 +208,7 @@ class RemediationIntake:
             body = build_remediation_request(signal, name=name, namespace=self._namespace)
             created, new = await create_idempotent(self._client, RemediationRequestResource(body))
             if not new:  # taken: `created` is the request holding the name
-                if is_active(created):
+                if self._folds(created):
                     if await self._deduplicate(signal.fingerprint, created):
                         return IntakeOutcome("deduplicated", name)
                     return None

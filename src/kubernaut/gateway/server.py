@@ -1,6 +1,7 @@
 """The HTTP server: Alertmanager webhooks in, RemediationRequests out.
 
-Routes: `POST /api/v1/signals/alertmanager` (bearer token), `GET /healthz`, `GET /metrics`.
+Routes: `POST /api/v1/signals/alertmanager` (bearer token), `POST /api/v1/slack/interactions` (signed by
+Slack; only with `notifier.slack.signingSecretRef`), `GET /healthz`, `GET /metrics`.
 A request is validated whole before anything is written: one bad alert rejects the request
 with 400 and a list of every problem, so Alertmanager's log says exactly what to fix.
 """
@@ -11,8 +12,8 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from lightkube import AsyncClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubernaut.config import GatewayConfig
+from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.signals import SignalValidationError, parse_alertmanager_payload
 from kubernaut.errors import ConfigError
 from kubernaut.gateway import metrics
 from kubernaut.gateway.remediations import IntakeOutcome, RemediationIntake
+from kubernaut.gateway.slack import SLACK_INTERACTIONS_PATH, SlackInteractions
 from kubernaut.kube.errors import KubeError, NotFound, Refused
 from kubernaut.notify.secrets import SecretUnavailableError, fetch_secret_value
 
@@ -46,10 +49,24 @@ def error_response(status: int, reason: str, error: str, details: list[str] | No
 class GatewayServer:
     """`await start()` binds and returns the base URL; `await stop()` closes it."""
 
-    def __init__(self, client: AsyncClient, config: GatewayConfig, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        dry_run_hold: timedelta = HOLD_PERIOD,
+        slack_signing_secret_ref: str = "",
+        slack_approvers: Mapping[str, str] | None = None,
+    ) -> None:
         self._client = client
         self._config = config
-        self._intake = RemediationIntake(client, config.namespace, clock)
+        self._slack = (
+            SlackInteractions(client, slack_signing_secret_ref, slack_approvers or {}, clock)
+            if slack_signing_secret_ref
+            else None
+        )
+        self._intake = RemediationIntake(client, config.namespace, clock, dry_run_hold)
         self._token: str | None = None
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -66,6 +83,8 @@ class GatewayServer:
         self._token = await self._load_token()
         app = web.Application(client_max_size=self._config.max_body_bytes + 1, middlewares=[self._measure])
         app.router.add_post(ALERTMANAGER_PATH, self._alertmanager)
+        if self._slack is not None:  # Slack signs its requests: no bearer token there
+            app.router.add_post(SLACK_INTERACTIONS_PATH, self._slack.handle)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -14,6 +14,9 @@ WorkflowExecutionResource: Any = create_namespaced_resource(GROUP, VERSION, "Wor
 NotificationRequestResource: Any = create_namespaced_resource(
     GROUP, VERSION, "NotificationRequest", "notificationrequests"
 )
+RemediationApprovalRequestResource: Any = create_namespaced_resource(
+    GROUP, VERSION, "RemediationApprovalRequest", "remediationapprovalrequests"
+)
 RemediationWorkflowResource: Any = create_global_resource(GROUP, VERSION, "RemediationWorkflow", "remediationworkflows")
 PipelineRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "PipelineRun", "pipelineruns")
 TaskRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "TaskRun", "taskruns")

@@ -23,6 +23,7 @@ import aiohttp
 from lightkube import AsyncClient
 
 from kubernaut.config import EmailChannelConfig, NotifierConfig, SlackChannelConfig, WebhookChannelConfig
+from kubernaut.domain.slack import build_approval_actions
 from kubernaut.errors import KubernautError
 from kubernaut.notify.secrets import SecretUnavailableError, fetch_secret_value
 
@@ -169,7 +170,8 @@ class SlackChannel:
 
     async def send(self, message: Message) -> None:
         url = await _secret(self._client, self._config.webhook_url_secret, "Slack webhook URL")
-        body = json.dumps(build_slack_payload(message)).encode()
+        buttons = bool(self._config.signing_secret_ref)  # only when the gateway can verify the clicks
+        body = json.dumps(build_slack_payload(message, approval_buttons=buttons)).encode()
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: message.idempotency_key(self.name)}
         status, text = await _post_json(
             self.name, self._session(), url, body, headers, self._config.timeout.total_seconds()
@@ -179,30 +181,32 @@ class SlackChannel:
             raise DeliveryError(f"slack responded {status}{detail}")
 
 
-def build_slack_payload(message: Message) -> dict[str, Any]:
-    """Slack blocks: a header with the subject, the body, and a context line."""
+def build_slack_payload(message: Message, *, approval_buttons: bool = False) -> dict[str, Any]:
+    """Slack blocks: a header with the subject, the body, a context line, and for an approval
+    (with `approval_buttons`) Approve and Reject buttons."""
     body = message.body
     if len(body) > _SLACK_SECTION_LIMIT:
         body = body[: _SLACK_SECTION_LIMIT - 1] + "…"
     subject = message.subject
     if len(subject) > _SLACK_HEADER_LIMIT:
         subject = subject[: _SLACK_HEADER_LIMIT - 1] + "…"
-    return {
-        "text": f"[{message.priority}] {message.subject}",
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": subject}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": f"*{message.priority}* {message.type} · `{message.namespace}/{message.name}`",
-                    }
-                ],
-            },
-        ],
-    }
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": subject}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"*{message.priority}* {message.type} · `{message.namespace}/{message.name}`",
+                }
+            ],
+        },
+    ]
+    approval = message.metadata.get("approvalRequest")
+    if approval_buttons and message.type == "approval" and approval:
+        blocks.append(build_approval_actions(message.metadata.get("namespace") or message.namespace, approval))
+    return {"text": f"[{message.priority}] {message.subject}", "blocks": blocks}
 
 
 class EmailChannel:

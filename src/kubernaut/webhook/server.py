@@ -4,6 +4,10 @@
   `kubernaut.ai/clear-execution-block` into `kubernaut.ai/execution-block-cleared-by`, and refuses a
   hand-written one.
 - `POST /validate-clearance` checks, after every mutation, that the stamp names exactly that user.
+- `POST /mutate-approval` stamps the authenticated user who sets `kubernaut.ai/decision` on a
+  RemediationApprovalRequest into `kubernaut.ai/decided-by` (and the client, from its field manager,
+  into `kubernaut.ai/decided-via`), and refuses a hand-written one, a
+  second decision and one after the deadline; `POST /validate-approval` checks the stamp afterwards.
 - `POST /validate` refuses RemediationRequests, WorkflowExecutions and RemediationWorkflows whose
   spec has problems the CRD schema cannot express (target format, parameter names, bundle references).
 
@@ -17,6 +21,8 @@ import contextlib
 import json
 import logging
 import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ from kubernaut.domain.admission import (
     AdmissionVerdict,
     decide_clearance_identity,
     decide_clearance_stamp,
+    decide_decision_identity,
+    decide_decision_stamp,
     decide_validation,
 )
 
@@ -37,6 +45,9 @@ CERT_RELOAD_SECONDS = 30.0
 MUTATE_PATH = "/mutate-workflowexecution"
 VALIDATE_CLEARANCE_PATH = "/validate-clearance"
 VALIDATE_PATH = "/validate"
+MUTATE_APPROVAL_PATH = "/mutate-approval"
+VALIDATE_APPROVAL_PATH = "/validate-approval"
+APPROVAL_KIND = "RemediationApprovalRequest"
 
 
 class BadReviewError(Exception):
@@ -65,19 +76,28 @@ def build_admission_review(request: dict[str, Any], verdict: AdmissionVerdict, *
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def decide_review(path: str, request: dict[str, Any]) -> tuple[AdmissionVerdict, int]:
+def decide_review(
+    path: str, request: dict[str, Any], now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[AdmissionVerdict, int]:
     """The verdict for one review on one endpoint, and the HTTP code a denial carries."""
     operation = str(request.get("operation") or "")
     obj = request.get("object") or {}
     old = request.get("oldObject")
     kind = str((request.get("kind") or {}).get("kind") or "")
     username = str((request.get("userInfo") or {}).get("username") or "")
+    field_manager = str((request.get("options") or {}).get("fieldManager") or "")
     if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return AdmissionVerdict(allowed=True), 0
     if path == MUTATE_PATH:
         return (decide_clearance_stamp(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
     if path == VALIDATE_CLEARANCE_PATH:
         return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+    if path == MUTATE_APPROVAL_PATH:
+        if kind != APPROVAL_KIND:
+            return _allowed(), 403
+        return decide_decision_stamp(obj, old, username, now(), field_manager), 403
+    if path == VALIDATE_APPROVAL_PATH:
+        return (decide_decision_identity(obj, old, username) if kind == APPROVAL_KIND else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
 
 
@@ -113,7 +133,7 @@ class AdmissionServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REVIEW_BYTES)
-        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, VALIDATE_PATH):
+        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, MUTATE_APPROVAL_PATH, VALIDATE_APPROVAL_PATH, VALIDATE_PATH):
             app.router.add_post(path, self._review)
         app.router.add_get("/healthz", self._healthz)
         return app

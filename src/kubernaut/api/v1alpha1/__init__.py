@@ -2,6 +2,7 @@
 
 from kubernaut.api.v1alpha1.common import API_VERSION, GROUP, VERSION, Condition, CustomResource
 from kubernaut.api.v1alpha1.notificationrequest import NotificationRequest
+from kubernaut.api.v1alpha1.remediationapprovalrequest import RemediationApprovalRequest
 from kubernaut.api.v1alpha1.remediationrequest import RemediationRequest
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
@@ -11,6 +12,7 @@ ALL_KINDS: tuple[type[CustomResource], ...] = (
     WorkflowExecution,
     NotificationRequest,
     RemediationWorkflow,
+    RemediationApprovalRequest,
 )
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "Condition",
     "CustomResource",
     "NotificationRequest",
+    "RemediationApprovalRequest",
     "RemediationRequest",
     "RemediationWorkflow",
     "WorkflowExecution",

@@ -64,6 +64,7 @@ class Outcome(StrEnum):
     REMEDIATED = "Remediated"
     NO_ACTION_REQUIRED = "NoActionRequired"
     MANUAL_REVIEW_REQUIRED = "ManualReviewRequired"
+    DRY_RUN = "DryRun"
 
 
 class NotificationStatus(StrEnum):
@@ -145,6 +146,16 @@ class SelectedWorkflow(KubeModel):
     source: str | None = Field(default=None, description="'catalog:<name>' or 'spec.workflowRef'.")
 
 
+class DryRunResult(KubeModel):
+    """What a dry run would have done, and whether the API server accepted it."""
+
+    workflow_id: str = Field(description="The workflow that would have run.")
+    execution_name: str = Field(description="The WorkflowExecution that would have been created.")
+    lock_name: str = Field(description="The PipelineRun or Job (the lock on the target) that would have run it.")
+    validated: bool = Field(description="The API server accepted both in a server-side dry-run create.")
+    message: str = Field(default="", description="The API server's answer, or why it was a dry run.")
+
+
 class RemediationRequestStatus(KubeModel):
     """The orchestrator's progress and routing decisions."""
 
@@ -182,6 +193,7 @@ class RemediationRequestStatus(KubeModel):
     failure_reason: str | None = Field(default=None, description="Why the request failed.")
     requires_manual_review: bool | None = Field(default=None, description="A person must act.")
     outcome: Outcome | None = Field(default=None, description="Result when Completed.")
+    dry_run: DryRunResult | None = Field(default=None, description="The validated execution of a dry run.")
     timeout_phase: str | None = Field(default=None, description="Phase that timed out.")
     timeout_time: Time | None = Field(default=None, description="When the timeout fired.")
     notification_status: NotificationStatus | None = Field(

@@ -84,6 +84,12 @@ class RemediationWorkflowSpec(KubeModel):
     execution: WorkflowExecutionSettings | None = Field(
         default=None, description="The engine that runs the workflow (default tekton)."
     )
+    requires_approval: bool = Field(
+        default=False, description="A person must approve each run (a RemediationApprovalRequest) first."
+    )
+    dry_run: bool = Field(
+        default=False, description="Validate what would run (server-side dry-run) instead of running it."
+    )
 
 
 class RemediationWorkflow(CustomResource):
