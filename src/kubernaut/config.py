@@ -1,6 +1,7 @@
 """The one settings object: a YAML file (`--config`), every key optional, validated at start."""
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from kubernaut.domain.duration import parse_go_duration
+from kubernaut.domain.effectiveness import EffectivenessPolicy
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
@@ -86,6 +88,36 @@ class RoutingConfig(Section):
         if value < timedelta(0):
             raise ValueError("must not be negative")
         return value
+
+
+_EFFECTIVENESS = EffectivenessPolicy()
+
+
+class EffectivenessConfig(Section):
+    """The Verifying phase and the IneffectiveChain routing check."""
+
+    window: Duration = Field(
+        default=_EFFECTIVENESS.window, description="How long to wait for the alert to resolve after a run."
+    )
+    prometheus_url: str = Field(
+        default="", description="Prometheus base URL for workflows' spec.verification.promql; empty: none."
+    )
+    ineffective_chain_threshold: int = Field(
+        default=_ROUTING.ineffective_chain_threshold, ge=1, description="Ineffective outcomes in a row that block."
+    )
+    ineffective_chain_cooldown: Duration = Field(
+        default=_ROUTING.ineffective_chain_cooldown, description="How long an IneffectiveChain block lasts."
+    )
+
+    @field_validator("window", "ineffective_chain_cooldown")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+    def policy(self) -> EffectivenessPolicy:
+        return EffectivenessPolicy(window=self.window, prometheus_url=self.prometheus_url)
 
 
 class TimeoutsConfig(Section):
@@ -376,10 +408,19 @@ class Settings(Section):
     execution: ExecutionConfig = ExecutionConfig()
     routing: RoutingConfig = RoutingConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    effectiveness: EffectivenessConfig = EffectivenessConfig()
     audit: AuditConfig = AuditConfig()
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+
+    def routing_policy(self) -> RoutingPolicy:
+        """The routing section's policy with the IneffectiveChain check's settings."""
+        return replace(
+            self.routing.policy(),
+            ineffective_chain_threshold=self.effectiveness.ineffective_chain_threshold,
+            ineffective_chain_cooldown=self.effectiveness.ineffective_chain_cooldown,
+        )
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
