@@ -75,10 +75,14 @@ def decide_review(path: str, request: dict[str, Any]) -> tuple[AdmissionVerdict,
     if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return AdmissionVerdict(allowed=True), 0
     if path == MUTATE_PATH:
-        return (decide_clearance_stamp(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+        return (decide_clearance_stamp(obj, old, username) if kind in _CLEARABLE else _allowed()), 403
     if path == VALIDATE_CLEARANCE_PATH:
-        return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+        return (decide_clearance_identity(obj, old, username) if kind in _CLEARABLE else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
+
+
+# A failed execution clears PreviousExecutionFailed; an ineffective request clears IneffectiveChain.
+_CLEARABLE = frozenset({"WorkflowExecution", "RemediationRequest"})
 
 
 def _allowed() -> AdmissionVerdict:
