@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the object.")] = "default",
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Unblock a target after a failure during execution, or a signal after ineffective runs.
+        """Unblock after a mid-execution failure or ineffective runs.
 
         Once you have checked the target, allow workflows on it again.
 
