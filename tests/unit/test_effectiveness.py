@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kubernaut.api.v1alpha1.remediationrequest import Assessment, RemediationPhase, RemediationRequest
+from kubernaut.api.v1alpha1.remediationrequest import Assessment, Effectiveness, RemediationPhase, RemediationRequest
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.domain import transitions as tr
 from kubernaut.domain.effectiveness import (
@@ -27,6 +27,7 @@ from kubernaut.domain.routing import (
     decide_routing,
 )
 from kubernaut.domain.signals import RESOLVED_ANNOTATION
+from kubernaut.web.views import build_row, build_timeline
 from tests.unit.test_transitions import POLICY, History, event_types, make_wfe
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -325,3 +326,20 @@ def test_one_manual_review_per_chain_block() -> None:
     history.requests = [*history.requests, other]
     again = tr.plan(rr, history, NOW, tr.PlanPolicy(CHAIN_POLICY, POLICY.timeouts, POLICY.channels))
     assert again.notification is None
+
+
+# -- how it shows -----------------------------------------------------------------------------------
+
+
+def test_the_timeline_and_the_row_show_the_verification() -> None:
+    rr = make_rr(phase="Completed", resolved=STARTED + timedelta(minutes=1), completed=NOW)
+    rr.status.effectiveness = Effectiveness(
+        assessment=Assessment.EFFECTIVE, resolved_at=STARTED + timedelta(minutes=1), checked_at=NOW, message="ok"
+    )
+    texts = [text for _, text in build_timeline(rr, None)]
+    assert texts.index("Verifying: waiting for the alert to resolve") < texts.index("Alert resolved")
+    assert texts.index("Alert resolved") < texts.index("Assessed Effective: ok")
+    assert build_row(rr, NOW)["assessment"] == "Effective"
+    waiting = make_rr()
+    assert [text for _, text in build_timeline(waiting, None)][-1] == "Verifying: the alert has not resolved yet"
+    assert build_row(waiting, NOW)["assessment"] == ""

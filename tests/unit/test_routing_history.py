@@ -24,6 +24,7 @@ from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import (
     RoutingStage,
     build_rr_target,
+    check_ineffective_chain,
     compute_consecutive_failures,
     compute_ineffective_chain,
     compute_target_backoff,
@@ -194,9 +195,12 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
     pruned_rrs = ro._same_fingerprint(rr)
     assert rem.decide_exhausted_retries_notice(rr, pruned_rrs) == rem.decide_exhausted_retries_notice(rr, everyone)
     assert compute_consecutive_failures(rr, pruned_rrs) == compute_consecutive_failures(rr, everyone)
-    for workflow_id in WORKFLOWS:
+    for workflow_id in WORKFLOWS:  # on its own too: routing's earlier checks often decide first
         assert compute_ineffective_chain(rr, pruned_rrs, workflow_id) == compute_ineffective_chain(
             rr, everyone, workflow_id
+        )
+        assert check_ineffective_chain(rr, workflow_id, pruned_rrs, NOW, ro.routing) == check_ineffective_chain(
+            rr, workflow_id, everyone, NOW, ro.routing
         )
     policy = settings.routing.policy()
     assert compute_target_backoff(ro._executions_on(target), target, NOW, policy) == compute_target_backoff(
