@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """RemediationRequests and why they wait.
 
-        Their phase, target, why they wait (and how long) and outcome; -o wide adds the
+        Their phase, target, why they wait (and how long), outcome and whether it worked
+        (assessment); -o wide adds the
         WorkflowExecution, the signal, its severity, when a block ends and the message."""
         bodies = asyncio.run(_list_rrs(resolve_kubeconfig(kubeconfig), namespace))
         if output in (Output.json, Output.yaml):
@@ -212,6 +213,9 @@ def _print_description(
     console.print(
         f"  Phase:    {status.overall_phase or 'New'}" + (f", outcome {status.outcome}" if status.outcome else "")
     )
+    if status.effectiveness:
+        said = f": {status.effectiveness.message}" if status.effectiveness.message else ""
+        console.print(f"  Assessed: {status.effectiveness.assessment}{said}")
     if status.block_reason:
         console.print(f"  Blocked:  {status.block_reason}: {status.block_message}")
     if status.skip_reason:
