@@ -357,7 +357,14 @@ def test_a_duplicate_takes_the_outcome_of_its_completed_original() -> None:
     )
     assert transition.status is not None
     assert transition.status.overall_phase == RemediationPhase.COMPLETED
+    assert transition.status.outcome == "Remediated"
     assert event_types(transition) == ["orchestrator.lifecycle.completed"]
+    ineffective = make_rr("rr-0", status={"overallPhase": "Completed", "outcome": "Ineffective"})
+    transition = tr.plan_blocked(
+        blocked("DuplicateInProgress", duplicateOf="rr-0"), History(requests=[ineffective]), NOW, POLICY
+    )
+    assert transition.status is not None
+    assert transition.status.outcome == "Ineffective"
 
 
 # -- timeouts and finished requests ------------------------------------------------------------------

@@ -252,10 +252,12 @@ def build_completed_status(
     *,
     from_duplicate: bool = False,
     effectiveness: Effectiveness | None = None,
+    outcome: Outcome | None = None,
 ) -> RemediationRequestStatus:
+    """Completed; `outcome` is the original's for a duplicate (an ineffective run fixed it no more)."""
     status = _transition(rr, Phase.COMPLETED)
     ineffective = effectiveness is not None and effectiveness.assessment == Assessment.INEFFECTIVE
-    status.outcome = Outcome.INEFFECTIVE if ineffective else Outcome.REMEDIATED
+    status.outcome = outcome or (Outcome.INEFFECTIVE if ineffective else Outcome.REMEDIATED)
     if effectiveness is not None:
         status.effectiveness = effectiveness
     status.completed_at = now

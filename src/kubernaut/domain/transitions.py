@@ -571,7 +571,9 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         case BlockedAction.RESUME:
             return _moved(rr, rem.build_resumed_status(rr), Phase.BLOCKED, now, requeue=AT_ONCE)
         case BlockedAction.COMPLETE:
-            return _finished(rr, rem.build_completed_status(rr, now, from_duplicate=True), Phase.BLOCKED, now)
+            outcome = original.status.outcome if original is not None else None
+            status = rem.build_completed_status(rr, now, from_duplicate=True, outcome=outcome)
+            return _finished(rr, status, Phase.BLOCKED, now)
         case BlockedAction.FAIL:
             status = rem.build_failed_status(
                 rr, now, failure_phase=decision.failure_phase, failure_reason=decision.failure_reason
