@@ -1,6 +1,7 @@
 """The one settings object: a YAML file (`--config`), every key optional, validated at start."""
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from pydantic.alias_generators import to_camel
 from kubernaut.domain.approval import ApprovalPolicy
 from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.duration import parse_go_duration
+from kubernaut.domain.effectiveness import EffectivenessPolicy
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
@@ -88,6 +90,36 @@ class RoutingConfig(Section):
         if value < timedelta(0):
             raise ValueError("must not be negative")
         return value
+
+
+_EFFECTIVENESS = EffectivenessPolicy()
+
+
+class EffectivenessConfig(Section):
+    """The Verifying phase and the IneffectiveChain routing check."""
+
+    window: Duration = Field(
+        default=_EFFECTIVENESS.window, description="How long to wait for the alert to resolve after a run."
+    )
+    prometheus_url: str = Field(
+        default="", description="Prometheus base URL for workflows' spec.verification.promql; empty: none."
+    )
+    ineffective_chain_threshold: int = Field(
+        default=_ROUTING.ineffective_chain_threshold, ge=1, description="Ineffective outcomes in a row that block."
+    )
+    ineffective_chain_cooldown: Duration = Field(
+        default=_ROUTING.ineffective_chain_cooldown, description="How long an IneffectiveChain block lasts."
+    )
+
+    @field_validator("window", "ineffective_chain_cooldown")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+    def policy(self) -> EffectivenessPolicy:
+        return EffectivenessPolicy(window=self.window, prometheus_url=self.prometheus_url)
 
 
 class TimeoutsConfig(Section):
@@ -442,12 +474,21 @@ class Settings(Section):
     execution: ExecutionConfig = ExecutionConfig()
     routing: RoutingConfig = RoutingConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    effectiveness: EffectivenessConfig = EffectivenessConfig()
     audit: AuditConfig = AuditConfig()
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     approval: ApprovalConfig = ApprovalConfig()
     dry_run: DryRunConfig = DryRunConfig()
+
+    def routing_policy(self) -> RoutingPolicy:
+        """The routing section's policy with the IneffectiveChain check's settings."""
+        return replace(
+            self.routing.policy(),
+            ineffective_chain_threshold=self.effectiveness.ineffective_chain_threshold,
+            ineffective_chain_cooldown=self.effectiveness.ineffective_chain_cooldown,
+        )
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

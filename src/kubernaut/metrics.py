@@ -81,6 +81,17 @@ RO_TIME_TO_EXECUTION = Histogram(
     ["namespace"],
     buckets=_LONG_BUCKETS,
 )
+RO_ASSESSMENTS = Counter(
+    f"{_RO}effectiveness_assessments_total",
+    "Effectiveness assessments of completed workflows, by result.",
+    ["assessment", "namespace"],
+)
+RO_TIME_TO_RESOLUTION = Histogram(
+    f"{_RO}time_to_resolution_seconds",
+    "From a signal's start (its request's creation when unknown) to its alert resolving, for assessed requests.",
+    ["namespace"],
+    buckets=_LONG_BUCKETS,
+)
 RO_RECONCILE_DURATION = Histogram(f"{_RO}reconcile_duration_seconds", "Reconcile duration.", ["namespace", "phase"])
 
 

@@ -356,6 +356,7 @@ RR_TYPES = (
     "orchestrator.phase.transitioned",
     "orchestrator.routing.blocked",
     "orchestrator.lifecycle.completed",
+    "orchestrator.effectiveness.assessed",
 )
 WFE_TYPES = ("workflow.started", "workflow.completed", "workflow.failed")
 
@@ -494,6 +495,8 @@ def check_rr_audit(rr: dict[str, Any], events: Iterable[StoredAuditEvent]) -> li
         allowed = [["started"]] if k == 1 else [["transitioned"], ["blocked"], ["completed"]]
         if k == count and status.get("skipReason") == "PreviousExecutionFailed":
             allowed = [["blocked", "completed"]]
+        if k == count and status.get("effectiveness"):
+            allowed = [["assessed", "completed"]]
         if kinds not in allowed:
             problems.append(f"{meta['name']}: transition {k} of {count} has events {kinds}, expected one of {allowed}")
     last = sorted(at.get(count, []))

@@ -75,7 +75,8 @@ def build_request_expectations(history: Iterable[dict[str, Any]]) -> dict[str, E
     Each status write that changes the phase raises `transitionCount` by one, and each transition
     has exactly one event whose id carries that number: n=1 lifecycle.started, a Blocked phase
     routing.blocked, a terminal phase lifecycle.completed (plus routing.blocked when routing failed
-    it because a previous execution failed), any other phase phase.transitioned.
+    it because a previous execution failed, plus effectiveness.assessed when its run was assessed),
+    any other phase phase.transitioned.
     """
     phases: dict[int, dict[str, Any]] = {}
     meta: dict[str, Any] = {}
@@ -105,6 +106,8 @@ def build_request_expectations(history: Iterable[dict[str, Any]]) -> dict[str, E
             expect("orchestrator.lifecycle.completed", number)
             if status.get("skipReason") == "PreviousExecutionFailed":
                 expect("orchestrator.routing.blocked", number)
+            if status.get("effectiveness"):
+                expect("orchestrator.effectiveness.assessed", number)
         else:
             expect("orchestrator.phase.transitioned", number)
     return expected

@@ -87,10 +87,13 @@ async def gateway(kube: AsyncClient, namespace: str, tmp_path: Path) -> AsyncIte
 
 
 @contextlib.contextmanager
-def run_alertmanager(workdir: Path, webhook_url: str, token: str, capture_url: str) -> Iterator[str]:
-    """Alertmanager on a free loopback port, grouping and repeating every second."""
+def run_alertmanager(
+    workdir: Path, webhook_url: str, token: str, capture_url: str, *, resolve_timeout: str = ""
+) -> Iterator[str]:
+    """Alertmanager on a free loopback port, grouping and repeating every second; `resolve_timeout`
+    resolves an alert that many seconds after it was last posted (as when Prometheus stops sending it)."""
     port = free_port()
-    config = {
+    config: dict[str, Any] = {
         "route": {
             "receiver": "kubernaut",
             "group_by": ["alertname", "namespace"],
@@ -113,6 +116,8 @@ def run_alertmanager(workdir: Path, webhook_url: str, token: str, capture_url: s
             {"name": "capture", "webhook_configs": [{"url": capture_url, "send_resolved": True}]},
         ],
     }
+    if resolve_timeout:
+        config["global"] = {"resolve_timeout": resolve_timeout}
     config_file = workdir / "alertmanager.yml"
     config_file.write_text(json.dumps(config))  # JSON is YAML
     log_file = (workdir / "alertmanager.log").open("w")

@@ -124,7 +124,7 @@ async def test_postgres_outage_in_the_middle_of_100_remediations(
         counts = assert_exactly_expected(stored, expected)
         assert counts["orchestrator.lifecycle.completed"] == TOTAL
         assert counts["workflow.completed"] == TOTAL
-        assert len(stored) == 6 * TOTAL  # started, 2 phase moves, completed; workflow started, completed
+        assert len(stored) == 7 * TOTAL  # started, 2 phase moves, assessed, completed; workflow started, completed
         verified = verify_audit(url)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert f"Audit trail intact: {len(stored)} events" in verified.stdout

@@ -196,14 +196,22 @@ async def test_each_bad_object_is_refused_with_a_clear_message(cluster: Producti
         )
 
 
-async def annotations(client: AsyncClient, name: str, namespace: str) -> dict[str, str]:
-    found = await client.get(WorkflowExecutionResource, name, namespace=namespace)
+async def annotations(
+    client: AsyncClient, name: str, namespace: str, resource: Any = WorkflowExecutionResource
+) -> dict[str, str]:
+    found = await client.get(resource, name, namespace=namespace)
     return dict(found.to_dict()["metadata"].get("annotations") or {})
 
 
-async def annotate(client: AsyncClient, name: str, namespace: str, values: dict[str, str | None]) -> None:
+async def annotate(
+    client: AsyncClient,
+    name: str,
+    namespace: str,
+    values: dict[str, str | None],
+    resource: Any = WorkflowExecutionResource,
+) -> None:
     await client.patch(
-        WorkflowExecutionResource,
+        resource,
         name,
         {"metadata": {"annotations": values}},
         namespace=namespace,
@@ -234,6 +242,13 @@ async def test_the_clearance_names_its_author_and_cannot_be_forged(
     assert (await annotations(cluster.admin, "we-2", namespace))[BY] == ADMIN
     with pytest.raises(ApiError, match="cannot be set or changed by hand"):
         await create(cluster.admin, wfe("we-3", namespace, annotations={CLEAR: "x", BY: "alice"}))
+
+    # An ineffective request is cleared the same way (it ends an IneffectiveChain block).
+    await create(cluster.admin, rr("rr-1", namespace))
+    await annotate(cluster.admin, "rr-1", namespace, {CLEAR: "the fix works now"}, RemediationRequestResource)
+    assert (await annotations(cluster.admin, "rr-1", namespace, RemediationRequestResource))[BY] == ADMIN
+    with pytest.raises(ApiError, match="cannot be set or changed by hand"):
+        await annotate(cluster.admin, "rr-1", namespace, {BY: "alice"}, RemediationRequestResource)
 
 
 async def test_kubernaut_controllers_are_not_sent_to_the_webhook(

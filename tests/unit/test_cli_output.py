@@ -54,6 +54,7 @@ BODIES = [
         {
             "overallPhase": "Completed",
             "outcome": "Remediated",
+            "effectiveness": {"assessment": "Effective"},
             "workflowExecutionRef": {"name": "we-checkout-crashloop"},
         },
     ),
@@ -122,10 +123,11 @@ def test_piped_table_is_plain_full_width_one_line_per_row(api: list[Any]) -> Non
     out = get()
     lines = out.splitlines()
     assert len(lines) == 3
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "OUTCOME", "AGE"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "OUTCOME", "ASSESSMENT", "AGE"]
     assert "payments-stuck-again-with-a-rather-long-name" in lines[2]
     assert "payments-production-eu-west/Deployment/payments-api-with-a-long-deployment-name" in lines[2]
     assert "PreviousExecutionFailed (" in lines[2]
+    assert "Effective" in lines[1]
     assert len(lines[2]) > 120  # not folded to 80 columns
     assert "…" not in out
     assert not set(out) & set("│─┃━╭╮╰╯\x1b")  # no box drawing, no colour
@@ -183,9 +185,9 @@ def test_on_a_terminal_each_row_fits_on_one_line(api: list[Any], monkeypatch: py
     lines = out.replace("\r\n", "\n").splitlines()
     assert len(lines) == 3, out
     assert all(len(line) <= 80 for line in lines), out
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "OUTCOME", "AGE"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "TARGET", "WHY", "OUTCOME", "ASSESSMENT", "AGE"]
     assert "…" in lines[2]  # the long cells were cut, not wrapped
-    assert "payments-stuck-again-with-a" in lines[2]  # the name gave way last
+    assert "payments-stuck-" in lines[2]  # the name gave way last
     start = lines[0].index("PHASE")  # still aligned
     assert lines[1][start:].startswith("Comp")
     assert lines[2][start:].startswith("Bloc")

@@ -19,6 +19,10 @@ def test_defaults() -> None:
     assert settings.timeouts.policy() == TimeoutPolicy()
     assert settings.manager.resync_period == timedelta(seconds=30)
     assert (settings.client.qps, settings.client.burst) == (200, 400)
+    assert settings.effectiveness.window == timedelta(minutes=10)
+    assert settings.effectiveness.prometheus_url == ""
+    assert settings.routing_policy().ineffective_chain_threshold == 3
+    assert settings.routing_policy().ineffective_chain_cooldown == timedelta(hours=4)
 
 
 def test_every_documented_key(tmp_path: Path) -> None:
@@ -31,6 +35,8 @@ def test_every_documented_key(tmp_path: Path) -> None:
         "audit: {url: 'sqlite:///tmp/a.db'}\n"
         "manager: {resyncPeriod: 1m30s}\n"
         "client: {qps: 12.5, burst: 20}\n"
+        "effectiveness: {window: 2m, prometheusUrl: 'http://prom:9090', ineffectiveChainThreshold: 5,"
+        " ineffectiveChainCooldown: 1h}\n"
     )
     settings = load_settings(path)
     assert settings.execution.cooldown == timedelta(seconds=90)
@@ -42,6 +48,10 @@ def test_every_documented_key(tmp_path: Path) -> None:
     )
     assert settings.manager.resync_period == timedelta(seconds=90)
     assert (settings.client.qps, settings.client.burst) == (12.5, 20)
+    assert settings.effectiveness.policy().window == timedelta(minutes=2)
+    assert settings.effectiveness.policy().prometheus_url == "http://prom:9090"
+    assert settings.routing_policy().ineffective_chain_threshold == 5
+    assert settings.routing_policy().ineffective_chain_cooldown == timedelta(hours=1)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +75,8 @@ def test_every_documented_key(tmp_path: Path) -> None:
         ({"client": {"burst": 1.5}}, "'client.burst'"),
         ({"client": {"burst": False}}, "'client.burst'"),
         ({"client": {"qpps": 5}}, "unknown configuration key 'client.qpps'"),
+        ({"effectiveness": {"window": "0s"}}, "'effectiveness.window'"),
+        ({"effectiveness": {"ineffectiveChainThreshold": 0}}, "'effectiveness.ineffectiveChainThreshold'"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], message: str) -> None:

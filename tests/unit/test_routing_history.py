@@ -24,7 +24,9 @@ from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import (
     RoutingStage,
     build_rr_target,
+    check_ineffective_chain,
     compute_consecutive_failures,
+    compute_ineffective_chain,
     compute_target_backoff,
     decide_routing,
 )
@@ -110,10 +112,22 @@ def random_history(rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
                 status["completedAt"] = _ts(created + timedelta(seconds=rng.randint(0, 3000)))
             if phase == "Failed":
                 status["failurePhase"] = rng.choice(["workflow_execution", "workflow_execution", "analysis"])
+            if phase == "Completed":
+                assessment = rng.choice(["Ineffective", "Ineffective", "Ineffective", "Effective", "NotAssessed", None])
+                if assessment:
+                    status["effectiveness"] = {"assessment": assessment}
+                status["selectedWorkflow"] = {
+                    "workflowId": rng.choice(WORKFLOWS),
+                    "version": "1",
+                    "containerImage": "b",
+                }
             if phase == "Blocked":
                 status["blockReason"] = rng.choice(["ConsecutiveFailures", "ResourceBusy"])
         version += 1
-        yield RR_KIND.plural, build_rr(name, created, status, version)
+        body = build_rr(name, created, status, version)
+        if rng.random() < 0.1:
+            body["metadata"]["annotations"] = {"kubernaut.ai/clear-execution-block": "checked"}
+        yield RR_KIND.plural, body
         if rng.random() < 0.7:
             wfe_phase = rng.choice(WFE_PHASES)
             wfe_status: dict[str, Any] = {}
@@ -147,6 +161,10 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 "recentlyRemediatedCooldown": rng.choice(["0s", "5m", "2h"]),
                 "consecutiveFailureThreshold": rng.choice([1, 2, 3]),
             },
+            "effectiveness": {
+                "ineffectiveChainThreshold": rng.choice([1, 2, 3]),
+                "ineffectiveChainCooldown": rng.choice(["30m", "4h", "10h"]),
+            },
         }
     )
     manager = Manager(client=make_client(kubeconfig), settings=settings, audit=MemoryAuditSink(), clock=lambda: NOW)
@@ -171,12 +189,19 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 same_target=everything,
                 lock=None,
                 now=NOW,
-                config=settings.routing.policy(),
+                config=settings.routing_policy(),
             )
             assert ro._route(rr, workflow_id=workflow_id, stage=stage) == expected, (workflow_id, stage)
     pruned_rrs = ro._same_fingerprint(rr)
     assert rem.decide_exhausted_retries_notice(rr, pruned_rrs) == rem.decide_exhausted_retries_notice(rr, everyone)
     assert compute_consecutive_failures(rr, pruned_rrs) == compute_consecutive_failures(rr, everyone)
+    for workflow_id in WORKFLOWS:  # on its own too: routing's earlier checks often decide first
+        assert compute_ineffective_chain(rr, pruned_rrs, workflow_id) == compute_ineffective_chain(
+            rr, everyone, workflow_id
+        )
+        assert check_ineffective_chain(rr, workflow_id, pruned_rrs, NOW, ro.routing) == check_ineffective_chain(
+            rr, workflow_id, everyone, NOW, ro.routing
+        )
     policy = settings.routing.policy()
     assert compute_target_backoff(ro._executions_on(target), target, NOW, policy) == compute_target_backoff(
         everything, target, NOW, policy

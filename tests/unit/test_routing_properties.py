@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from kubernaut.domain.routing import (
 from tests.unit.test_routing import FP, OTHER_FP, T0, TARGET, make_rr, make_wfe
 
 OTHER_TARGET = "prod/Deployment/other"
-TIME_BASED = {"ConsecutiveFailures", "RecentlyRemediated", "ExponentialBackoff"}
+TIME_BASED = {"ConsecutiveFailures", "RecentlyRemediated", "ExponentialBackoff", "IneffectiveChain"}
 
 # No deadline: a test asserts outcomes, never speed.
 PROFILE = settings(deadline=None, max_examples=200)
@@ -49,7 +50,22 @@ def request_lists(draw: st.DrawFn) -> list[RemediationRequest]:
     rrs = []
     for i in range(count):
         # Mostly finished requests, so that the checks after DuplicateInProgress get their turn.
-        phase = draw(st.sampled_from([*([None] * 2), *(p.value for p in RemediationPhase), *(["Failed"] * 16)]))
+        phase = draw(
+            st.sampled_from(
+                [*([None] * 2), *(p.value for p in RemediationPhase), *(["Failed"] * 16), *(["Completed"] * 24)]
+            )
+        )
+        # Completed ones mostly Ineffective, so that IneffectiveChain gets its turn.
+        assessment = draw(st.sampled_from([None, "Effective", "NotAssessed", *(["Ineffective"] * 12)]))
+        status: dict[str, Any] = {
+            "selectedWorkflow": {
+                "workflowId": draw(st.sampled_from(["wf-1", "wf-2"])),
+                "version": "1",
+                "containerImage": "b",
+            }
+        }
+        if assessment:
+            status["effectiveness"] = {"assessment": assessment}
         rrs.append(
             make_rr(
                 # The letter varies the name order against the creation order; the index keeps names unique.
@@ -60,6 +76,7 @@ def request_lists(draw: st.DrawFn) -> list[RemediationRequest]:
                 fingerprint=draw(st.sampled_from([FP, FP, OTHER_FP])),
                 failure_phase=draw(st.sampled_from([None, "workflow_execution", "workflow_execution", "analysis"])),
                 completed_at=draw(optional_time),
+                status=status,
             )
         )
     return rrs
@@ -115,6 +132,8 @@ def worlds(draw: st.DrawFn) -> World:
         backoff_base=timedelta(seconds=draw(st.integers(min_value=1, max_value=600))),
         backoff_max=timedelta(seconds=draw(st.integers(min_value=1, max_value=3600))),
         backoff_jitter_percent=draw(st.sampled_from([0, 10, 100])),
+        ineffective_chain_threshold=draw(st.integers(min_value=1, max_value=3)),
+        ineffective_chain_cooldown=timedelta(minutes=draw(st.integers(min_value=1, max_value=120) | st.just(240))),
     )
     return World(
         rr=rr,
@@ -234,7 +253,8 @@ def test_routing_never_proceeds_while_the_target_is_busy(world: World) -> None:
 
 @settings(PROFILE)
 @given(
-    reason=st.sampled_from(sorted(TIME_BASED)),
+    # IneffectiveChain follows the chain as it is now (a clearance ends it early), not only its instant.
+    reason=st.sampled_from(sorted(TIME_BASED - {"IneffectiveChain"})),
     until_offset=st.integers(min_value=-(10**9), max_value=10**9),
     now_offset=st.integers(min_value=-(10**9), max_value=10**9),
 )

@@ -10,6 +10,7 @@ from kubernaut.api.v1alpha1.remediationrequest import NotificationStatus, Remedi
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.domain import remediation as rem
 from kubernaut.domain import transitions as tr
+from kubernaut.domain.effectiveness import MetricCheck
 from kubernaut.domain.routing import LockHolder, RoutingPolicy
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -86,6 +87,8 @@ class History:
     holder: LockHolder | None = None
     notifications: dict[str, tr.TrackedNotification] = field(default_factory=dict)
     synced: bool = True
+    workflows: list[RemediationWorkflow] = field(default_factory=list)
+    metric: MetricCheck | None = None
 
     def same_fingerprint(self) -> Sequence[RemediationRequest]:
         return self.requests
@@ -103,7 +106,10 @@ class History:
         return next((wfe for wfe in self.executions if wfe.metadata.name == name), None)
 
     def catalog(self) -> Sequence[RemediationWorkflow]:
-        return []
+        return self.workflows
+
+    def metric_check(self) -> MetricCheck | None:
+        return self.metric
 
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         found = self.notifications.get(f"{namespace}/{name}")
@@ -275,12 +281,14 @@ def executing() -> RemediationRequest:
     return make_rr(status=status)
 
 
-def test_a_completed_execution_completes_the_request() -> None:
+def test_a_completed_execution_completes_a_request_made_by_hand_not_assessed() -> None:
     transition = tr.plan(executing(), History(executions=[make_wfe("we-rr-1", "Completed")]), NOW, POLICY)
     assert transition.status is not None
     assert transition.status.overall_phase == RemediationPhase.COMPLETED
-    assert event_types(transition) == ["orchestrator.lifecycle.completed"]
-    assert transition.events[0].event_outcome == "success"
+    assert transition.status.effectiveness is not None
+    assert transition.status.effectiveness.assessment == "NotAssessed"
+    assert event_types(transition) == ["orchestrator.effectiveness.assessed", "orchestrator.lifecycle.completed"]
+    assert all(event.event_outcome == "success" for event in transition.events)
     assert transition.terminal is True
     assert transition.notification is None
     assert counted(transition.counts_after_write) == [moved("Executing", "Completed")]
@@ -349,7 +357,14 @@ def test_a_duplicate_takes_the_outcome_of_its_completed_original() -> None:
     )
     assert transition.status is not None
     assert transition.status.overall_phase == RemediationPhase.COMPLETED
+    assert transition.status.outcome == "Remediated"
     assert event_types(transition) == ["orchestrator.lifecycle.completed"]
+    ineffective = make_rr("rr-0", status={"overallPhase": "Completed", "outcome": "Ineffective"})
+    transition = tr.plan_blocked(
+        blocked("DuplicateInProgress", duplicateOf="rr-0"), History(requests=[ineffective]), NOW, POLICY
+    )
+    assert transition.status is not None
+    assert transition.status.outcome == "Ineffective"
 
 
 # -- timeouts and finished requests ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from lightkube.types import PatchType
 from rich.console import Console
 
 from kubernaut.api.v1alpha1 import GROUP, VERSION, RemediationRequest, WorkflowExecution
+from kubernaut.api.v1alpha1.remediationrequest import Assessment
 from kubernaut.cli.audit import LOCAL_STATE_DIR, resolve_audit_url
 from kubernaut.cli.output import Output, command_group, print_objects, print_table
 from kubernaut.domain.approval import (
@@ -74,6 +75,7 @@ COLUMNS = (
     ("TARGET", "target"),
     ("WHY", "why"),
     ("OUTCOME", "outcome"),
+    ("ASSESSMENT", "assessment"),
     ("AGE", "age"),
 )
 WIDE_COLUMNS = (
@@ -114,7 +116,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """RemediationRequests and why they wait.
 
-        Their phase, target, why they wait (and how long) and outcome; -o wide adds the
+        Their phase, target, why they wait (and how long), outcome and whether it worked
+        (assessment); -o wide adds the
         WorkflowExecution, the signal, its severity, when a block ends and the message."""
         bodies = asyncio.run(_list_rrs(resolve_kubeconfig(kubeconfig), namespace))
         if output in (Output.json, Output.yaml):
@@ -144,24 +147,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("clear-block")
     def clear_block(
-        wfe: Annotated[str, typer.Argument(help="The failed WorkflowExecution that blocks its target.")],
+        name: Annotated[
+            str,
+            typer.Argument(
+                help="The failed WorkflowExecution that blocks its target, or the newest ineffective "
+                "RemediationRequest of an IneffectiveChain block."
+            ),
+        ],
         reason: Annotated[str, typer.Option("--reason", help="Why it is safe to run again (recorded).")],
-        namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the WFE.")] = "default",
+        namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the object.")] = "default",
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Unblock a target after a failure during execution.
+        """Unblock after a mid-execution failure or ineffective runs.
 
         Once you have checked the target, allow workflows on it again.
 
-        Sets the annotation kubernaut.ai/clear-execution-block on the WFE; the executor records who
-        cleared it (the admission webhook stamps your Kubernetes user name)."""
+        Sets the annotation kubernaut.ai/clear-execution-block on the WFE (or the request); the
+        admission webhook stamps your Kubernetes user name next to it."""
         if not reason.strip():
             raise _fail("--reason must not be empty")
         try:
-            asyncio.run(_clear_block(resolve_kubeconfig(kubeconfig), wfe, namespace, reason.strip()))
+            kind = asyncio.run(_clear_block(resolve_kubeconfig(kubeconfig), name, namespace, reason.strip()))
         except LookupError as exc:
             raise _fail(str(exc)) from None
-        console.print(f"Block cleared on WorkflowExecution {namespace}/{wfe}: {reason.strip()}")
+        console.print(f"Block cleared on {kind} {namespace}/{name}: {reason.strip()}")
 
     @app.command("approve")
     def approve(
@@ -284,6 +293,9 @@ def _print_description(
     console.print(
         f"  Phase:    {status.overall_phase or 'New'}" + (f", outcome {status.outcome}" if status.outcome else "")
     )
+    if status.effectiveness:
+        said = f": {status.effectiveness.message}" if status.effectiveness.message else ""
+        console.print(f"  Assessed: {status.effectiveness.assessment}{said}")
     if status.block_reason:
         console.print(f"  Blocked:  {status.block_reason}: {status.block_message}")
     if status.skip_reason:
@@ -335,24 +347,31 @@ def _print_description(
             )
 
 
-async def _clear_block(kubeconfig: Path | None, name: str, namespace: str, reason: str) -> None:
+async def _clear_block(kubeconfig: Path | None, name: str, namespace: str, reason: str) -> str:
+    """Annotate the execution (or request) named; the kind it was."""
     client = make_client(kubeconfig)
+    annotation = {"metadata": {"annotations": {ANNOTATION_CLEAR_BLOCK: reason}}}
     try:
         body = await get_or_none(client, WorkflowExecutionResource, name, namespace)
         if body is None:
-            raise LookupError(f"WorkflowExecution {namespace}/{name} not found")
+            request = await get_or_none(client, RemediationRequestResource, name, namespace)
+            if request is None:
+                raise LookupError(f"No WorkflowExecution or RemediationRequest {namespace}/{name}")
+            assessment = ((request.get("status") or {}).get("effectiveness") or {}).get("assessment")
+            if assessment != Assessment.INEFFECTIVE:
+                raise LookupError(
+                    f"RemediationRequest {namespace}/{name} was not assessed Ineffective; "
+                    "there is no ineffective chain to clear"
+                )
+            await patch_object(client, RemediationRequestResource, name, namespace, annotation)
+            return "RemediationRequest"
         details = ((body.get("status") or {}).get("failureDetails")) or {}
         if (body.get("status") or {}).get("phase") != "Failed" or not details.get("wasExecutionFailure"):
             raise LookupError(
                 f"WorkflowExecution {namespace}/{name} did not fail during execution; "
                 "there is no execution block to clear"
             )
-        await patch_object(
-            client,
-            WorkflowExecutionResource,
-            name,
-            namespace,
-            {"metadata": {"annotations": {ANNOTATION_CLEAR_BLOCK: reason}}},
-        )
+        await patch_object(client, WorkflowExecutionResource, name, namespace, annotation)
+        return "WorkflowExecution"
     finally:
         await client.close()

@@ -41,8 +41,11 @@ from kubernaut.controllers.kinds import (
     index_wfe_by_target,
 )
 from kubernaut.controllers.manager import Manager
+from kubernaut.controllers.prometheus import check_query
 from kubernaut.domain import transitions as tr
 from kubernaut.domain.approval import PENDING_STATUS
+from kubernaut.domain.effectiveness import MetricCheck
+from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
@@ -59,6 +62,7 @@ from kubernaut.kube.resources import (
 )
 from kubernaut.kube.runtime import Body, Cache, Controller, Result, object_key
 from kubernaut.metrics import (
+    RO_ASSESSMENTS,
     RO_BLOCKED_COOLDOWN_EXPIRED,
     RO_BLOCKED_TOTAL,
     RO_CHILD_CREATIONS,
@@ -69,6 +73,7 @@ from kubernaut.metrics import (
     RO_RECONCILE_DURATION,
     RO_RECONCILE_TOTAL,
     RO_TIME_TO_EXECUTION,
+    RO_TIME_TO_RESOLUTION,
     RO_TIMEOUTS,
 )
 
@@ -98,14 +103,16 @@ def _parse_workflow(body: Body) -> RemediationWorkflow:
 class Orchestrator:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
-        self.routing = manager.settings.routing.policy()
+        self.routing = manager.settings.routing_policy()
         self.timeouts = manager.settings.timeouts.policy()
+        self.effectiveness = manager.settings.effectiveness.policy()
         self.policy = tr.PlanPolicy(
             self.routing,
             self.timeouts,
             manager.settings.notifications.for_priority,
-            manager.settings.approval.policy(),
-            manager.settings.dry_run.enabled,
+            approval=manager.settings.approval.policy(),
+            dry_run=manager.settings.dry_run.enabled,
+            effectiveness=self.effectiveness,
         )
         self.audit = manager.audit
         self.clock = manager.clock
@@ -158,6 +165,11 @@ class Orchestrator:
         if type_ == "DELETED" or old is None or phase != (old.get("status") or {}).get("overallPhase"):
             for dependent in self.rrs.keys_by_index(DUPLICATE_OF_INDEX, key):
                 self.controller.enqueue(dependent)
+        # A person cleared an ineffective request: the signal's request blocked on the chain resumes.
+        if old is not None and _clearance(body) != _clearance(old):
+            for fingerprint in index_rr_by_fingerprint(body):
+                for active in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
+                    self.controller.enqueue(active)
 
     def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
         self._wake_owner(body)
@@ -237,6 +249,10 @@ class Orchestrator:
                     return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
             case tr.Reads.EXECUTION:
                 await self._read_execution(rr, tr.execution_name(rr))
+            case tr.Reads.METRICS:
+                query = tr.metric_query(rr, history)
+                if query:
+                    history.metric = await check_query(self.effectiveness.prometheus_url, query)
         return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
 
     def _target_lock(self, target: str) -> asyncio.Lock:
@@ -298,9 +314,10 @@ class Orchestrator:
 
     def _same_fingerprint(self, rr: RemediationRequest) -> list[RemediationRequest]:
         """The requests of rr's signal that can still decide anything about it: every active one, and
-        the history newest first down to (and with) the newest Completed one that was not a dry run.
-        Older requests are behind a success: the failure streak, the duplicate check and the streak
-        notice all stop there, so leaving them out gives the same answers."""
+        the history newest first down to (and with) the newest Completed one that was neither a dry
+        run nor a link of an ineffective chain. Older requests are behind a success: the failure
+        streak, the duplicate check, the streak notice and the ineffective chain all stop there, so
+        leaving them out gives the same answers."""
         fingerprint = rr.spec.signal_fingerprint
         bodies: dict[str, Body] = {}
         for body in self.rrs.newest_first(HISTORY_BY_FINGERPRINT, fingerprint):
@@ -312,6 +329,7 @@ class Orchestrator:
                 key != rr.key
                 and status.get("overallPhase") == Phase.COMPLETED.value
                 and status.get("outcome") != "DryRun"
+                and not _is_chain_link(body)
             ):
                 break
         for key in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
@@ -536,6 +554,16 @@ def _parse_instant(value: object) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _clearance(body: Body) -> str:
+    return str(((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_CLEAR_BLOCK) or "").strip()
+
+
+def _is_chain_link(body: Body) -> bool:
+    """`routing.is_chain_link` on the wire form (a Completed request is not parsed to walk past it)."""
+    assessment = ((body.get("status") or {}).get("effectiveness") or {}).get("assessment")
+    return assessment == "Ineffective" and not _clearance(body)
+
+
 def _rr_order(body: Body) -> tuple[datetime, str, str, str]:
     """The routing's order of requests (creation, then name, namespace, uid)."""
     meta = body.get("metadata") or {}
@@ -558,6 +586,7 @@ class CachedHistory:
         self._ro = ro
         self._rr = rr
         self.target = build_rr_target(rr)
+        self.metric: MetricCheck | None = None
 
     def same_fingerprint(self) -> list[RemediationRequest]:
         return self._ro._same_fingerprint(self._rr)
@@ -582,6 +611,9 @@ class CachedHistory:
     def approval(self, name: str) -> Body | None:
         return self._ro.approvals.get(f"{self._rr.metadata.namespace}/{name}")
 
+    def metric_check(self) -> MetricCheck | None:
+        return self.metric
+
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         notifications = self._ro.notifications
         body = notifications.get(f"{namespace}/{name}")
@@ -598,8 +630,9 @@ _COUNTERS = {
     tr.Metric.TIMEOUTS: RO_TIMEOUTS,
     tr.Metric.CHILD_CREATIONS: RO_CHILD_CREATIONS,
     tr.Metric.MANUAL_REVIEW: RO_MANUAL_REVIEW,
+    tr.Metric.ASSESSMENTS: RO_ASSESSMENTS,
 }
-_HISTOGRAMS = {tr.Metric.TIME_TO_EXECUTION: RO_TIME_TO_EXECUTION}
+_HISTOGRAMS = {tr.Metric.TIME_TO_EXECUTION: RO_TIME_TO_EXECUTION, tr.Metric.TIME_TO_RESOLUTION: RO_TIME_TO_RESOLUTION}
 
 
 def _count(counts: tuple[tr.Count, ...]) -> None:

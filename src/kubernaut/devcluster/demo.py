@@ -35,6 +35,7 @@ class Step:
     say: str
     create: tuple[tuple[str, str, str, str, str], ...] = ()  # (rr name, signal, kind, target name, fingerprint seed)
     clear_block_of: str = ""  # the RR whose failed WFE an operator clears
+    source: str = "demo"  # "alertmanager": the request is verified against its alert
 
 
 STORY = (
@@ -58,6 +59,13 @@ STORY = (
         3,
         "A NotReady node: cordon-node cannot even start (image pull): a failure before execution.",
         (("worker-1-notready", "KubeNodeNotReady", "Node", "worker-1", "worker-1-a"),),
+    ),
+    Step(
+        5,
+        "An alert on the cart Deployment: restart-deployment succeeds, but the alert keeps firing "
+        "through the verification window, so the remediation ends Ineffective.",
+        (("cart-crashloop", "KubePodCrashLooping", "Deployment", "cart", "cart-crash"),),
+        source="alertmanager",
     ),
     Step(
         8,
@@ -89,7 +97,7 @@ STORY = (
 )
 
 
-def build_request(name: str, signal: str, kind: str, target: str, seed: str) -> dict[str, Any]:
+def build_request(name: str, signal: str, kind: str, target: str, seed: str, source: str = "demo") -> dict[str, Any]:
     namespaced = kind != "Node"
     return {
         "apiVersion": "kubernaut.ai/v1alpha1",
@@ -100,7 +108,7 @@ def build_request(name: str, signal: str, kind: str, target: str, seed: str) -> 
             "signalName": signal,
             "severity": "critical",
             "targetResource": {"kind": kind, "name": target, **({"namespace": NAMESPACE} if namespaced else {})},
-            "source": "demo",
+            "source": source,
         },
     }
 
@@ -221,7 +229,7 @@ async def run_story(client: AsyncClient, stop: asyncio.Event, say: Callable[[str
                 story.say(step.say)
                 for spec in step.create:
                     try:
-                        await client.create(RemediationRequestResource(build_request(*spec)))
+                        await client.create(RemediationRequestResource(build_request(*spec, source=step.source)))
                     except ApiError as exc:
                         if exc.status.code != 409:
                             raise

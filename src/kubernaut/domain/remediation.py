@@ -14,8 +14,10 @@ from kubernaut.api.audit import AuditEvent, build_event_id
 from kubernaut.api.v1alpha1.common import API_VERSION, ObjectReference
 from kubernaut.api.v1alpha1.notificationrequest import NotificationPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
+    Assessment,
     BlockReason,
     DryRunResult,
+    Effectiveness,
     NotificationStatus,
     Outcome,
     RemediationPhase,
@@ -240,11 +242,30 @@ def build_previous_execution_failed_status(
 # -- terminal outcomes ------------------------------------------------------------------------------
 
 
+def build_verifying_status(rr: RemediationRequest, now: datetime) -> RemediationRequestStatus:
+    """The workflow completed: watch its alert for the effectiveness window."""
+    status = _transition(rr, Phase.VERIFYING)
+    status.verifying_start_time = now
+    status.conditions = set_condition(
+        status.conditions, COND_WFE_COMPLETE, True, "WorkflowSucceeded", "The workflow completed", now
+    )
+    return status
+
+
 def build_completed_status(
-    rr: RemediationRequest, now: datetime, *, from_duplicate: bool = False
+    rr: RemediationRequest,
+    now: datetime,
+    *,
+    from_duplicate: bool = False,
+    effectiveness: Effectiveness | None = None,
+    outcome: Outcome | None = None,
 ) -> RemediationRequestStatus:
+    """Completed; `outcome` is the original's for a duplicate (an ineffective run fixed it no more)."""
     status = _transition(rr, Phase.COMPLETED)
-    status.outcome = Outcome.REMEDIATED
+    ineffective = effectiveness is not None and effectiveness.assessment == Assessment.INEFFECTIVE
+    status.outcome = outcome or (Outcome.INEFFECTIVE if ineffective else Outcome.REMEDIATED)
+    if effectiveness is not None:
+        status.effectiveness = effectiveness
     status.completed_at = now
     status.next_allowed_execution = None
     status.consecutive_failure_count = None
@@ -253,9 +274,10 @@ def build_completed_status(
         status.conditions = set_condition(
             status.conditions, COND_WFE_COMPLETE, True, "WorkflowSucceeded", "The workflow completed", now
         )
-        status.conditions = set_condition(
-            status.conditions, COND_RECOVERY, True, "RecoverySucceeded", "The target was remediated", now
-        )
+        recovered = (True, "RecoverySucceeded", "The target was remediated")
+        if ineffective and effectiveness is not None:
+            recovered = (False, "RecoveryIneffective", effectiveness.message or "The alert did not resolve")
+        status.conditions = set_condition(status.conditions, COND_RECOVERY, *recovered, now)
     return status
 
 

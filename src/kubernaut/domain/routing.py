@@ -8,7 +8,9 @@ the routing policy. Checks run in a fixed order and the first one that applies d
 3. ResourceBusy          another execution is active on the target or holds its lock (event-based)
 4. RecentlyRemediated    the same workflow completed on the target a moment ago (time-based)
 5. ExponentialBackoff    the target failed before executing; wait before retrying (time-based)
-6. PreviousExecutionFailed  a run failed mid-execution; a person must look first (permanent,
+6. IneffectiveChain      the workflow "succeeded" on the signal `threshold` times in a row without the
+   alert resolving (time-based; a person clears it sooner with `kubernaut clear-block`)
+7. PreviousExecutionFailed  a run failed mid-execution; a person must look first (permanent,
    only right before an execution is created)
 """
 
@@ -18,11 +20,18 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
-from kubernaut.api.v1alpha1.remediationrequest import TERMINAL_PHASES, BlockReason, RemediationPhase, SkipReason
+from kubernaut.api.v1alpha1.remediationrequest import (
+    TERMINAL_PHASES,
+    Assessment,
+    BlockReason,
+    RemediationPhase,
+    SkipReason,
+)
 from kubernaut.api.v1alpha1.workflowexecution import FailureReason, WorkflowExecutionPhase
 from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
 from kubernaut.domain.dryrun import is_dry_run_outcome
 from kubernaut.domain.duration import format_rfc3339
+from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
 from kubernaut.domain.target import build_target_string
 
 EVENT_BASED_REQUEUE = timedelta(seconds=30)
@@ -33,7 +42,12 @@ FAILURE_PHASE_BLOCKED = "blocked"
 FAILURE_PHASE_DEDUPLICATED = "deduplicated"
 
 TIME_BASED_REASONS = frozenset(
-    {BlockReason.CONSECUTIVE_FAILURES, BlockReason.RECENTLY_REMEDIATED, BlockReason.EXPONENTIAL_BACKOFF}
+    {
+        BlockReason.CONSECUTIVE_FAILURES,
+        BlockReason.RECENTLY_REMEDIATED,
+        BlockReason.EXPONENTIAL_BACKOFF,
+        BlockReason.INEFFECTIVE_CHAIN,
+    }
 )
 
 
@@ -47,6 +61,8 @@ class RoutingPolicy:
     backoff_base: timedelta = timedelta(minutes=1)
     backoff_max: timedelta = timedelta(minutes=10)
     backoff_jitter_percent: int = 10
+    ineffective_chain_threshold: int = 3
+    ineffective_chain_cooldown: timedelta = timedelta(hours=4)
 
 
 _TERMINAL_WFE = (WorkflowExecutionPhase.COMPLETED, WorkflowExecutionPhase.FAILED)
@@ -405,7 +421,81 @@ def _check_backoff(
     )
 
 
-# --- check 6: PreviousExecutionFailed -----------------------------------------------------------
+# --- check 6: IneffectiveChain ------------------------------------------------------------------
+
+
+def is_chain_link(rr: RemediationRequest) -> bool:
+    """A completed request whose workflow ran without fixing anything, and nobody cleared it since.
+
+    Any other completed request of the signal ends an ineffective chain (walking newest first)."""
+    effectiveness = rr.status.effectiveness
+    return (
+        rr.status.overall_phase == RemediationPhase.COMPLETED
+        and effectiveness is not None
+        and effectiveness.assessment == Assessment.INEFFECTIVE
+        and not rr.metadata.annotations.get(ANNOTATION_CLEAR_BLOCK, "").strip()
+    )
+
+
+def compute_ineffective_chain(
+    rr: RemediationRequest, same_fingerprint: Sequence[RemediationRequest], workflow_id: str
+) -> tuple[int, RemediationRequest | None]:
+    """(count, newest) of the signal's Ineffective outcomes of `workflow_id` since its newest other
+    completed outcome (Effective, Inconclusive, NotAssessed, or an Ineffective one a person cleared)."""
+    fingerprint = rr.spec.signal_fingerprint
+    completed = sorted(
+        (
+            other
+            for other in same_fingerprint
+            if other.spec.signal_fingerprint == fingerprint
+            and not _same_object(other, rr)
+            and other.status.overall_phase == RemediationPhase.COMPLETED
+            and not is_dry_run_outcome(other)  # a dry run changed nothing: it ends no chain
+        ),
+        key=_order_key,
+        reverse=True,
+    )
+    count = 0
+    newest: RemediationRequest | None = None
+    for other in completed:
+        if not is_chain_link(other):
+            break
+        selected = other.status.selected_workflow
+        if selected is not None and selected.workflow_id == workflow_id:
+            newest = newest or other
+            count += 1
+    return count, newest
+
+
+def check_ineffective_chain(
+    rr: RemediationRequest,
+    workflow_id: str,
+    same_fingerprint: Sequence[RemediationRequest],
+    now: datetime,
+    config: RoutingPolicy,
+) -> RoutingDecision | None:
+    """The IneffectiveChain block while it holds; None once it has cleared (or never applied)."""
+    if not workflow_id:
+        return None
+    count, newest = compute_ineffective_chain(rr, same_fingerprint, workflow_id)
+    if count < config.ineffective_chain_threshold or newest is None:
+        return None
+    completed = _rr_completion(newest)
+    if completed is None:
+        return None
+    until = completed + config.ineffective_chain_cooldown
+    if not _utc(now) < until:
+        return None
+    name = newest.metadata.name
+    message = (
+        f"Workflow {workflow_id} completed {count} times in a row for this signal without the alert resolving "
+        f"(newest: {name}). Look at the target, then clear the block with "
+        f"`kubernaut clear-block {name} --reason <text>`; else it expires: {format_rfc3339(until)}"
+    )
+    return _block_until(BlockReason.INEFFECTIVE_CHAIN, message, until, _utc(now))
+
+
+# --- check 7: PreviousExecutionFailed -----------------------------------------------------------
 
 
 def _check_previous_execution_failed(target: str, on_target: Sequence[WorkflowExecution]) -> RoutingDecision | None:
@@ -458,6 +548,7 @@ def decide_routing(
         or _check_resource_busy(rr, target, on_target, lock)
         or _check_recently_remediated(target, workflow_id, on_target, now, config)
         or _check_backoff(target, on_target, now, config)
+        or check_ineffective_chain(rr, workflow_id, same_fingerprint, now, config)
     )
     if decision is None and stage == RoutingStage.ANALYZING:
         decision = _check_previous_execution_failed(target, on_target)
@@ -522,8 +613,12 @@ def decide_blocked(
     same_target: Sequence[WorkflowExecution],
     lock: LockHolder | None,
     now: datetime,
+    ineffective_chain: RoutingDecision | None = None,
 ) -> BlockedDecision:
-    """What a Blocked request does now: stay, route again, or end as its cause dictates."""
+    """What a Blocked request does now: stay, route again, or end as its cause dictates.
+
+    `ineffective_chain` is the IneffectiveChain check made now: the block clears with it (a person's
+    clearance or its cooldown), not only at the instant it was written with."""
     now = _utc(now)
     reason = rr.status.block_reason or ""
     until = _utc(rr.status.blocked_until) if rr.status.blocked_until is not None else None
@@ -532,6 +627,8 @@ def decide_blocked(
         return _stay(EVENT_BASED_REQUEUE) if is_target_busy(rr, same_target, lock) else _RESUME
     if reason == BlockReason.DUPLICATE_IN_PROGRESS:
         return _decide_duplicate(rr, original, original_exists)
+    if reason == BlockReason.INEFFECTIVE_CHAIN:
+        return _RESUME if ineffective_chain is None else _stay(ineffective_chain.requeue_after)
     if until is None:
         # A time-based block without its instant cannot expire: route again to recompute it.
         # Any other reason is a hold set by a person; it lasts until they lift it.

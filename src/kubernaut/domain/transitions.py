@@ -18,14 +18,15 @@ from kubernaut.api.v1alpha1.remediationapprovalrequest import ApprovalPhase
 from kubernaut.api.v1alpha1.remediationrequest import (
     BlockReason,
     DryRunResult,
+    Effectiveness,
     NotificationStatus,
-    Outcome,
     RemediationPhase,
     RemediationRequest,
     RemediationRequestStatus,
 )
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
+from kubernaut.domain import effectiveness as eff
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.approval import (
     FAILURE_PHASE_APPROVAL,
@@ -41,6 +42,7 @@ from kubernaut.domain.approval import (
     is_approval_for,
 )
 from kubernaut.domain.dryrun import decide_dry_run
+from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
@@ -49,6 +51,7 @@ from kubernaut.domain.routing import (
     RoutingPolicy,
     RoutingStage,
     build_rr_target,
+    check_ineffective_chain,
     compute_consecutive_failures,
     compute_target_backoff,
     decide_blocked,
@@ -98,6 +101,9 @@ class RoutingHistory(Protocol):
 
     def approval(self, name: str) -> Mapping[str, Any] | None:
         """The request's RemediationApprovalRequest (its body), None when it does not exist (yet)."""
+
+    def metric_check(self) -> eff.MetricCheck | None:
+        """The answer to this pass's `metric_query`, None when none was run."""
         ...
 
 
@@ -110,6 +116,7 @@ class PlanPolicy:
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     dry_run: bool = False
     """Every request is a dry run (the global `dryRun` setting)."""
+    effectiveness: eff.EffectivenessPolicy = field(default_factory=eff.EffectivenessPolicy)
 
 
 class Reads(StrEnum):
@@ -118,13 +125,21 @@ class Reads(StrEnum):
     CACHES = "Caches"
     TARGET = "Target"  # one routing decision per target at a time, through the execution's creation
     EXECUTION = "Execution"  # the request's execution, from the API server when the cache lacks it
+    METRICS = "Metrics"  # the answer to the workflow's verification query, when one is due
 
 
 def reads_for(rr: RemediationRequest, now: datetime, timeouts: rem.TimeoutPolicy) -> Reads:
     phase = rr.status.overall_phase
     if phase is None or rr.is_terminal or rem.decide_timeout(rr, now, timeouts) is not None:
         return Reads.CACHES
-    return {Phase.ANALYZING: Reads.TARGET, Phase.EXECUTING: Reads.EXECUTION}.get(phase, Reads.CACHES)
+    return {Phase.ANALYZING: Reads.TARGET, Phase.EXECUTING: Reads.EXECUTION, Phase.VERIFYING: Reads.METRICS}.get(
+        phase, Reads.CACHES
+    )
+
+
+def metric_query(rr: RemediationRequest, history: RoutingHistory) -> str:
+    """The PromQL query a Verifying pass needs answered before it plans ("" when none)."""
+    return eff.pending_metric_query(rr, eff.find_verification(rr, history.catalog()))
 
 
 def execution_name(rr: RemediationRequest) -> str:
@@ -144,6 +159,8 @@ class Metric(StrEnum):
     CHILD_CREATIONS = "ChildCreations"
     MANUAL_REVIEW = "ManualReview"
     TIME_TO_EXECUTION = "TimeToExecution"
+    ASSESSMENTS = "Assessments"
+    TIME_TO_RESOLUTION = "TimeToResolution"
 
 
 @dataclass(frozen=True)
@@ -521,7 +538,8 @@ def _blocked(
     return Transition(
         status=status,
         events=(rem.build_rr_event(rr, status, "orchestrator.routing.blocked", "pending", data, now),),
-        notification=_exhausted_retries_notice(rr, decision, history, policy),
+        notification=_exhausted_retries_notice(rr, decision, history, policy)
+        or _ineffective_chain_notice(rr, decision, history, policy),
         counts_after_write=tuple(counts),
         requeue=decision.requeue_after,
     )
@@ -544,6 +562,20 @@ def _exhausted_retries_notice(
         # the block decision carries no count; the streak it was decided on does
         retry_count=compute_consecutive_failures(rr, same_fingerprint)[0],
         max_retries=policy.routing.consecutive_failure_threshold,
+    )
+    return _review_notice(rr, review, policy)
+
+
+def _ineffective_chain_notice(
+    rr: RemediationRequest, decision: RoutingDecision, history: RoutingHistory, policy: PlanPolicy
+) -> Child | None:
+    """One manual review per IneffectiveChain block."""
+    if decision.reason != BlockReason.INEFFECTIVE_CHAIN:
+        return None
+    if not eff.decide_chain_notice(rr, history.same_fingerprint()):
+        return None
+    review = rem.ManualReview(
+        source="RemediationOrchestrator", reason="IneffectiveChain", message=decision.message, priority="high"
     )
     return _review_notice(rr, review, policy)
 
@@ -577,7 +609,9 @@ def plan_executing(rr: RemediationRequest, history: RoutingHistory, now: datetim
         )
         return _finished(rr, status, Phase.EXECUTING, now)
     if wfe.phase == WorkflowExecutionPhase.COMPLETED:
-        return _finished(rr, rem.build_completed_status(rr, now), Phase.EXECUTING, now)
+        if eff.is_assessed(rr):
+            return _moved(rr, rem.build_verifying_status(rr, now), Phase.EXECUTING, now, requeue=AT_ONCE)
+        return _assessed(rr, eff.build_not_assessed(now), Phase.EXECUTING, now)
     if wfe.phase != WorkflowExecutionPhase.FAILED:
         return IDLE  # the execution's events wake it; the resync period bounds the wait
     return _execution_failed(rr, wfe, history, now, policy)
@@ -611,12 +645,54 @@ def _execution_failed(
     return _failed_for_review(rr, status, review, Phase.EXECUTING, now, policy)
 
 
+def plan_verifying(rr: RemediationRequest, history: RoutingHistory, now: datetime, policy: PlanPolicy) -> Transition:
+    """Wait for the alert to resolve; the gateway's writes on the request wake it, the window's end
+    is a scheduled requeue."""
+    verification = eff.find_verification(rr, history.catalog())
+    decision = eff.decide_verifying(
+        rr,
+        window=eff.verification_window(verification, policy.effectiveness),
+        promql=(verification.promql or "") if verification else "",
+        metric=history.metric_check(),
+        now=now,
+    )
+    if decision.effectiveness is None:
+        return Transition(requeue=decision.requeue_after)
+    return _assessed(rr, decision.effectiveness, Phase.VERIFYING, now)
+
+
+def _assessed(rr: RemediationRequest, effectiveness: Effectiveness, from_phase: Phase, now: datetime) -> Transition:
+    """Completed with its assessment: one effectiveness.assessed audit event, and its metrics."""
+    status = rem.build_completed_status(rr, now, effectiveness=effectiveness)
+    selected = rr.status.selected_workflow
+    data: dict[str, Any] = {
+        "assessment": effectiveness.assessment.value,
+        "message": effectiveness.message or "",
+        "workflow_id": selected.workflow_id if selected else "",
+    }
+    if effectiveness.resolved_at is not None:
+        data["resolved_at"] = format_rfc3339(effectiveness.resolved_at)
+    event = rem.build_rr_event(rr, status, "orchestrator.effectiveness.assessed", "success", data, now)
+    namespace = rr.metadata.namespace
+    counts = [count(Metric.ASSESSMENTS, assessment=effectiveness.assessment.value, namespace=namespace)]
+    started = rr.spec.firing_time or rr.metadata.creation_timestamp
+    if effectiveness.resolved_at is not None and started is not None:
+        waited = max(0.0, (effectiveness.resolved_at - started).total_seconds())
+        counts.append(observe(Metric.TIME_TO_RESOLUTION, waited, namespace=namespace))
+    return _finished(rr, status, from_phase, now, events=(event,), counts_before_write=tuple(counts))
+
+
 def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime, policy: PlanPolicy) -> Transition:
     original: RemediationRequest | None = None
     original_exists = True
     if rr.status.block_reason == BlockReason.DUPLICATE_IN_PROGRESS and rr.status.duplicate_of:
         original = history.request(rr.status.duplicate_of)
         original_exists = original is not None
+    chain: RoutingDecision | None = None
+    if rr.status.block_reason == BlockReason.INEFFECTIVE_CHAIN:
+        selected = _selected(rr, history)
+        workflow_id = "" if isinstance(selected, SelectionFailure) else selected.workflow_id
+        chain = check_ineffective_chain(rr, workflow_id, history.same_fingerprint(), now, policy.routing)
     lock = history.lock()
     decision = decide_blocked(
         rr,
@@ -625,14 +701,15 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         same_target=history.executions_on(lock=lock),
         lock=lock,
         now=now,
+        ineffective_chain=chain,
     )
     match decision.action:
         case BlockedAction.RESUME:
             return _moved(rr, rem.build_resumed_status(rr), Phase.BLOCKED, now, requeue=AT_ONCE)
         case BlockedAction.COMPLETE:
-            status = rem.build_completed_status(rr, now, from_duplicate=True)
-            if original is not None and original.status.outcome == Outcome.DRY_RUN:
-                status.outcome = Outcome.DRY_RUN  # the original changed nothing; neither did its duplicate
+            # The original's outcome: Ineffective, or DryRun (it changed nothing; neither did its duplicate).
+            outcome = original.status.outcome if original is not None else None
+            status = rem.build_completed_status(rr, now, from_duplicate=True, outcome=outcome)
             return _finished(rr, status, Phase.BLOCKED, now)
         case BlockedAction.FAIL:
             status = rem.build_failed_status(
@@ -648,6 +725,7 @@ _PLANS: dict[Phase, Callable[[RemediationRequest, RoutingHistory, datetime, Plan
     Phase.PENDING: plan_pending,
     Phase.ANALYZING: plan_analyzing,
     Phase.EXECUTING: plan_executing,
+    Phase.VERIFYING: plan_verifying,
     Phase.BLOCKED: plan_blocked,
     Phase.AWAITING_APPROVAL: plan_awaiting_approval,
 }

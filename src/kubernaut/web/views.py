@@ -45,6 +45,7 @@ def build_row(rr: RemediationRequest, now: datetime) -> dict[str, str]:
         "why": why,
         "workflowExecution": status.workflow_execution_ref.name if status.workflow_execution_ref else "",
         "outcome": str(status.outcome or ""),
+        "assessment": str(status.effectiveness.assessment) if status.effectiveness else "",
         "age": format_go_duration(now - rr.metadata.creation_timestamp) if rr.metadata.creation_timestamp else "",
         "signal": rr.spec.signal_name,
         "severity": rr.spec.severity.value,
@@ -79,6 +80,22 @@ def build_timeline(rr: RemediationRequest, wfe: WorkflowExecution | None) -> lis
                     f"Workflow {wfe.phase.value}" + (f" ({wfe.status.duration})" if wfe.status.duration else ""),
                 )
             )
+    if status.verifying_start_time:
+        moments.append((status.verifying_start_time, "Verifying: waiting for the alert to resolve"))
+    effectiveness = status.effectiveness
+    if effectiveness is not None:
+        if effectiveness.resolved_at:
+            moments.append((effectiveness.resolved_at, "Alert resolved"))
+        if effectiveness.checked_at:
+            moments.append(
+                (
+                    effectiveness.checked_at,
+                    f"Assessed {effectiveness.assessment}"
+                    + (f": {effectiveness.message}" if effectiveness.message else ""),
+                )
+            )
+    elif status.overall_phase == "Verifying":
+        moments.append((None, "Verifying: the alert has not resolved yet"))
     if status.overall_phase == "Blocked":
         until = f" until {format_rfc3339(status.blocked_until)}" if status.blocked_until else ""
         moments.append((None, f"Blocked: {status.block_reason}{until} - {status.block_message}"))

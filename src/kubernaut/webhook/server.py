@@ -89,9 +89,9 @@ def decide_review(
     if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return AdmissionVerdict(allowed=True), 0
     if path == MUTATE_PATH:
-        return (decide_clearance_stamp(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+        return (decide_clearance_stamp(obj, old, username) if kind in _CLEARABLE else _allowed()), 403
     if path == VALIDATE_CLEARANCE_PATH:
-        return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+        return (decide_clearance_identity(obj, old, username) if kind in _CLEARABLE else _allowed()), 403
     if path == MUTATE_APPROVAL_PATH:
         if kind != APPROVAL_KIND:
             return _allowed(), 403
@@ -99,6 +99,10 @@ def decide_review(
     if path == VALIDATE_APPROVAL_PATH:
         return (decide_decision_identity(obj, old, username) if kind == APPROVAL_KIND else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
+
+
+# A failed execution clears PreviousExecutionFailed; an ineffective request clears IneffectiveChain.
+_CLEARABLE = frozenset({"WorkflowExecution", "RemediationRequest"})
 
 
 def _allowed() -> AdmissionVerdict:

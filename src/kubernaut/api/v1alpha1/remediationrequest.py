@@ -22,6 +22,7 @@ class RemediationPhase(StrEnum):
     ANALYZING = "Analyzing"
     AWAITING_APPROVAL = "AwaitingApproval"
     EXECUTING = "Executing"
+    VERIFYING = "Verifying"
     BLOCKED = "Blocked"
     COMPLETED = "Completed"
     FAILED = "Failed"
@@ -53,6 +54,7 @@ class BlockReason(StrEnum):
     RESOURCE_BUSY = "ResourceBusy"
     RECENTLY_REMEDIATED = "RecentlyRemediated"
     EXPONENTIAL_BACKOFF = "ExponentialBackoff"
+    INEFFECTIVE_CHAIN = "IneffectiveChain"
 
 
 class SkipReason(StrEnum):
@@ -65,6 +67,16 @@ class Outcome(StrEnum):
     NO_ACTION_REQUIRED = "NoActionRequired"
     MANUAL_REVIEW_REQUIRED = "ManualReviewRequired"
     DRY_RUN = "DryRun"
+    INEFFECTIVE = "Ineffective"
+
+
+class Assessment(StrEnum):
+    """Whether the remediation fixed the problem, as the Verifying phase found."""
+
+    EFFECTIVE = "Effective"
+    INEFFECTIVE = "Ineffective"
+    INCONCLUSIVE = "Inconclusive"
+    NOT_ASSESSED = "NotAssessed"
 
 
 class NotificationStatus(StrEnum):
@@ -156,6 +168,15 @@ class DryRunResult(KubeModel):
     message: str = Field(default="", description="The API server's answer, or why it was a dry run.")
 
 
+class Effectiveness(KubeModel):
+    """The assessment of a completed workflow: did the alert resolve (and the metric check hold)."""
+
+    assessment: Assessment = Field(description="Effective, Ineffective, Inconclusive or NotAssessed.")
+    resolved_at: Time | None = Field(default=None, description="When the alert resolved; absent when it did not.")
+    checked_at: Time | None = Field(default=None, description="When the assessment was made.")
+    message: str | None = Field(default=None, description="Why, in words.")
+
+
 class RemediationRequestStatus(KubeModel):
     """The orchestrator's progress and routing decisions."""
 
@@ -166,6 +187,10 @@ class RemediationRequestStatus(KubeModel):
     processing_start_time: Time | None = Field(default=None, description="Entered Processing (unused).")
     analyzing_start_time: Time | None = Field(default=None, description="Entered Analyzing.")
     executing_start_time: Time | None = Field(default=None, description="Entered Executing.")
+    verifying_start_time: Time | None = Field(
+        default=None, description="Entered Verifying: the effectiveness window starts here."
+    )
+    effectiveness: Effectiveness | None = Field(default=None, description="Whether the remediation worked.")
     selected_workflow: SelectedWorkflow | None = Field(default=None, description="The selected workflow.")
     workflow_execution_ref: ObjectReference | None = Field(default=None, description="The WorkflowExecution.")
     notification_request_refs: list[ObjectReference] | None = Field(
@@ -221,6 +246,7 @@ class RemediationRequest(CustomResource):
         PrinterColumn(name="Target", type="string", json_path=".spec.targetResource.name"),
         PrinterColumn(name="Block", type="string", json_path=".status.blockReason"),
         PrinterColumn(name="Outcome", type="string", json_path=".status.outcome"),
+        PrinterColumn(name="Assessment", type="string", json_path=".status.effectiveness.assessment"),
         age_column(),
     )
     SELECTABLE_FIELDS: ClassVar[tuple[str, ...]] = (".spec.signalFingerprint",)

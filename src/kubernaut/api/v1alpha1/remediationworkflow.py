@@ -67,6 +67,21 @@ class WorkflowExecutionSettings(KubeModel):
         return self
 
 
+class WorkflowVerification(KubeModel):
+    """How to tell that a run of this workflow fixed the problem."""
+
+    window: str | None = Field(
+        default=None,
+        description="How long to wait for the alert to resolve after the run (Go duration); "
+        "the orchestrator's effectiveness.window when empty.",
+    )
+    promql: str | None = Field(
+        default=None,
+        description="A PromQL query that must return a non-empty result once the alert resolved, "
+        "evaluated against the orchestrator's effectiveness.prometheusUrl.",
+    )
+
+
 class RemediationWorkflowSpec(KubeModel):
     """A workflow in the catalog."""
 
@@ -81,6 +96,9 @@ class RemediationWorkflowSpec(KubeModel):
     parameters: dict[str, str] | None = Field(default=None, description="Default parameters (UPPER_SNAKE_CASE keys).")
     match: WorkflowMatch | None = Field(default=None, description="Which requests it fits.")
     priority: int = Field(default=0, description="Among matching workflows the highest wins; ties by name.")
+    verification: WorkflowVerification | None = Field(
+        default=None, description="How the Verifying phase assesses a run of this workflow."
+    )
     execution: WorkflowExecutionSettings | None = Field(
         default=None, description="The engine that runs the workflow (default tekton)."
     )
