@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from kubernaut.domain.duration import parse_go_duration
+from kubernaut.domain.gates import GatePolicy
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
@@ -85,6 +86,54 @@ class RoutingConfig(Section):
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):
             raise ValueError("must not be negative")
+        return value
+
+
+_GATES = GatePolicy()
+
+
+class ScopeConfig(Section):
+    """Opt-in scope: kubernaut remediates only targets whose namespace (a cluster-scoped target
+    itself) carries kubernaut.ai/managed=true."""
+
+    require_managed_label: bool = Field(
+        default=_GATES.require_managed_label, description="Block requests on targets that have not opted in."
+    )
+    unmanaged_timeout: Duration = Field(
+        default=_GATES.unmanaged_timeout, description="A request blocked as unmanaged fails after this."
+    )
+
+    @field_validator("unmanaged_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
+class PerNamespaceLimitsConfig(Section):
+    max_executions_per_hour: int = Field(default=_GATES.max_executions_per_namespace_per_hour, ge=1)
+
+
+class LimitsConfig(Section):
+    """Rate limits, counted from the WorkflowExecutions (created within the last hour, or running)."""
+
+    max_concurrent_executions: int = Field(default=_GATES.max_concurrent_executions, ge=1)
+    max_executions_per_hour: int = Field(default=_GATES.max_executions_per_hour, ge=1)
+    per_namespace: PerNamespaceLimitsConfig = PerNamespaceLimitsConfig()
+
+
+class BreakerConfig(Section):
+    """The circuit breaker: this many execution failures cluster-wide within the window open it."""
+
+    failure_threshold: int = Field(default=_GATES.breaker_failure_threshold, ge=1)
+    window: Duration = _GATES.breaker_window
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
         return value
 
 
@@ -380,6 +429,21 @@ class Settings(Section):
     gateway: GatewayConfig = GatewayConfig()
     notifier: NotifierConfig = NotifierConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    scope: ScopeConfig = ScopeConfig()
+    limits: LimitsConfig = LimitsConfig()
+    breaker: BreakerConfig = BreakerConfig()
+
+    def gate_policy(self) -> GatePolicy:
+        """The values the gates of routing take."""
+        return GatePolicy(
+            require_managed_label=self.scope.require_managed_label,
+            unmanaged_timeout=self.scope.unmanaged_timeout,
+            max_concurrent_executions=self.limits.max_concurrent_executions,
+            max_executions_per_hour=self.limits.max_executions_per_hour,
+            max_executions_per_namespace_per_hour=self.limits.per_namespace.max_executions_per_hour,
+            breaker_failure_threshold=self.breaker.failure_threshold,
+            breaker_window=self.breaker.window,
+        )
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

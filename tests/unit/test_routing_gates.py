@@ -263,7 +263,8 @@ def test_breaker_needs_the_threshold_of_execution_failures() -> None:
     assert gated(gates(executions=[*two, not_execution])).kind == DecisionKind.PROCEED
     decision = gated(gates(executions=[*two, execution_failure("x2", timedelta(0))]))
     assert decision.reason == "CircuitOpen"
-    assert decision.breaker is not None and decision.breaker.opened_at == T0
+    assert decision.breaker is not None
+    assert decision.breaker.opened_at == T0
     assert "kubernaut breaker reset" in decision.message
     assert "other/x0" in decision.message
 
@@ -271,7 +272,8 @@ def test_breaker_needs_the_threshold_of_execution_failures() -> None:
 def test_breaker_stays_open_after_the_failures_leave_the_window() -> None:
     failures = [execution_failure(f"x{i}", timedelta(hours=3, minutes=i)) for i in range(3)]
     state = compute_breaker(failures, None, T0, POLICY)
-    assert state.open and state.failures_in_window == 0
+    assert state.open
+    assert state.failures_in_window == 0
     assert gated(gates(executions=failures)).reason == "CircuitOpen"
 
 
@@ -279,7 +281,8 @@ def test_a_reset_counts_only_later_failures() -> None:
     failures = [execution_failure(f"x{i}", timedelta(minutes=i)) for i in range(3)]
     reset = BreakerReset(at=T0 - timedelta(minutes=1, seconds=30), by="alice", reason="fixed the registry")
     state = compute_breaker(failures, reset, T0, POLICY)
-    assert not state.open and state.failures_in_window == 2
+    assert not state.open
+    assert state.failures_in_window == 2
     assert gated(gates(executions=failures, reset=reset)).kind == DecisionKind.PROCEED
 
 

@@ -21,6 +21,7 @@ from kubernaut.controllers import orchestrator
 from kubernaut.controllers.kinds import FINGERPRINT_INDEX, RR_KIND, TARGET_INDEX, WFE_KIND
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import remediation as rem
+from kubernaut.domain.gates import Gates, Scope
 from kubernaut.domain.routing import (
     RoutingStage,
     build_rr_target,
@@ -143,6 +144,7 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
         {
             "execution": {"namespace": "exec"},
             "audit": {"url": "memory://"},
+            "scope": {"requireManagedLabel": rng.random() < 0.5},
             "routing": {
                 "recentlyRemediatedCooldown": rng.choice(["0s", "5m", "2h"]),
                 "consecutiveFailureThreshold": rng.choice([1, 2, 3]),
@@ -160,6 +162,12 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
     target = build_rr_target(rr)
     everyone = [RemediationRequest.from_wire(b) for b in ro.rrs.by_index(FINGERPRINT_INDEX, FINGERPRINT)]
     everything = [WorkflowExecution.from_wire(b) for b in ro.wfes.by_index(TARGET_INDEX, target)]
+    # the gates read every execution cluster-wide: the pruned reads must decide as all of them do
+    gates = Gates(
+        policy=settings.gate_policy(),
+        scope=Scope(managed=False, where=f"Namespace {NS}"),
+        executions=[WorkflowExecution.from_wire(b) for b in ro.wfes.all()],
+    )
 
     for workflow_id in ["", *WORKFLOWS]:
         for stage in RoutingStage:
@@ -172,6 +180,7 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 lock=None,
                 now=NOW,
                 config=settings.routing.policy(),
+                gates=gates,
             )
             assert ro._route(rr, workflow_id=workflow_id, stage=stage) == expected, (workflow_id, stage)
     pruned_rrs = ro._same_fingerprint(rr)

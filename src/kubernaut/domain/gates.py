@@ -9,7 +9,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from kubernaut.api.audit import AuditEvent, build_event_id
 from kubernaut.api.v1alpha1 import RemediationRequest, WorkflowExecution
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecutionPhase
 
@@ -21,6 +23,7 @@ RATE_WINDOW = timedelta(hours=1)
 # sets the reason and the moment it asked; the admission webhook stamps who and when.
 BREAKER_CONFIGMAP = "kubernaut-breaker"
 BREAKER_NAMESPACE = "kubernaut-system"
+BREAKER_LABEL = "kubernaut.ai/breaker"
 ANNOTATION_RESET_REASON = "kubernaut.ai/breaker-reset-reason"
 ANNOTATION_RESET_REQUESTED_AT = "kubernaut.ai/breaker-reset-requested-at"
 ANNOTATION_RESET_BY = "kubernaut.ai/breaker-reset-by"
@@ -85,6 +88,11 @@ def _utc(moment: datetime) -> datetime:
 def _owned_by(wfe: WorkflowExecution, rr: RemediationRequest) -> bool:
     uid = rr.metadata.uid
     return bool(uid) and any(ref.controller and ref.uid == uid for ref in wfe.metadata.owner_references)
+
+
+def build_scope_key(target_kind: str, target_name: str, target_namespace: str) -> str:
+    """The object whose label opts a target in: its namespace, or a cluster-scoped target itself."""
+    return f"Namespace/{target_namespace}" if target_namespace else f"{target_kind}/{target_name}"
 
 
 # -- UnmanagedResource ------------------------------------------------------------------------------
@@ -231,10 +239,55 @@ def build_breaker_notice_name(state: BreakerState) -> str:
     return "breaker-open-" + hashlib.sha256(opened.encode()).hexdigest()[:16]
 
 
-def build_reset_event_id(reset: BreakerReset) -> str:
-    """The audit event of one reset, the same however often it is seen."""
-    key = f"{reset.at.isoformat()}|{reset.by}|{reset.reason}"
-    return "breaker-reset-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+def build_breaker_notification(state: BreakerState, namespace: str, channels: list[str]) -> dict[str, Any]:
+    """The one `critical` notification of an opening (created by name: once, also after a restart)."""
+    opened = state.opened_at.isoformat() if state.opened_at else ""
+    body = (
+        f"**Circuit breaker open** since {opened}: {len(state.failures)} executions failed during execution "
+        f"within the breaker window ({', '.join(state.failures)}).\n\n"
+        "No workflow execution starts until a person checks the cluster and runs "
+        "`kubernaut breaker reset --reason <text>`.\n"
+    )
+    return {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "NotificationRequest",
+        "metadata": {
+            "name": build_breaker_notice_name(state),
+            "namespace": namespace,
+            "labels": {
+                "kubernaut.ai/component": "remediation-orchestrator",
+                "kubernaut.ai/notification-type": "circuit-breaker",
+            },
+        },
+        "spec": {
+            "type": "escalation",
+            "priority": "critical",
+            "subject": "Circuit breaker open: no remediation runs until it is reset",
+            "body": body,
+            "channels": channels,
+            "metadata": {"openedAt": opened, "failures": ",".join(state.failures)},
+        },
+    }
+
+
+def build_reset_event(reset: BreakerReset, namespace: str) -> AuditEvent:
+    """The one audit event of a reset: its id is the reset's, however often it is seen."""
+    at = reset.at.isoformat()
+    return AuditEvent(
+        event_id=build_event_id("breaker.reset", at, reset.by, reset.reason),
+        event_type="orchestrator.breaker.reset",
+        event_category="orchestration",
+        event_action="reset",
+        event_outcome="success",
+        actor_type="user",
+        actor_id=reset.by,
+        resource_type="ConfigMap",
+        resource_id=BREAKER_CONFIGMAP,
+        correlation_id=build_event_id("breaker.reset", at),
+        namespace=namespace,
+        event_time=reset.at,
+        event_data={"reason": reset.reason, "reset_at": at, "reset_by": reset.by},
+    )
 
 
 def parse_reset(annotations: dict[str, str] | None) -> BreakerReset | None:

@@ -24,6 +24,7 @@ from kubernaut.api.v1alpha1.remediationrequest import (
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
 from kubernaut.domain import remediation as rem
+from kubernaut.domain.gates import BREAKER_NAMESPACE, Gates, build_breaker_notification
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
@@ -77,6 +78,10 @@ class RoutingHistory(Protocol):
 
     def notification(self, namespace: str, name: str) -> TrackedNotification | None:
         """None while it is not known whether it exists (absent before the cache has synced)."""
+        ...
+
+    def gates(self) -> Gates | None:
+        """What the gates read (scope, cluster-wide executions, the breaker's reset); None: no gates."""
         ...
 
 
@@ -153,6 +158,7 @@ class Transition:
     events: tuple[AuditEvent, ...] = ()
     execution: Child | None = None
     notification: Child | None = None
+    notices: tuple[Child, ...] = ()  # created by name, not referenced by the request (the breaker's)
     terminal: bool = False
     counts_before_write: tuple[Count, ...] = ()
     counts_after_write: tuple[Count, ...] = ()
@@ -311,6 +317,7 @@ def route(
         lock=lock,
         now=now,
         config=policy,
+        gates=history.gates(),
     )
 
 
@@ -384,9 +391,17 @@ def _blocked(
         status=status,
         events=(rem.build_rr_event(rr, status, "orchestrator.routing.blocked", "pending", data, now),),
         notification=_exhausted_retries_notice(rr, decision, history, policy),
+        notices=_breaker_notice(decision, policy),
         counts_after_write=tuple(counts),
         requeue=decision.requeue_after,
     )
+
+
+def _breaker_notice(decision: RoutingDecision, policy: PlanPolicy) -> tuple[Child, ...]:
+    """Every CircuitOpen block names its opening's one notification; creating it again finds it."""
+    if decision.reason != BlockReason.CIRCUIT_OPEN or decision.breaker is None:
+        return ()
+    return (Child(build_breaker_notification(decision.breaker, BREAKER_NAMESPACE, policy.channels("critical"))),)
 
 
 def _exhausted_retries_notice(
@@ -487,6 +502,7 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         same_target=history.executions_on(lock=lock),
         lock=lock,
         now=now,
+        gates=history.gates(),
     )
     match decision.action:
         case BlockedAction.RESUME:
