@@ -4,6 +4,8 @@
   `kubernaut.ai/clear-execution-block` into `kubernaut.ai/execution-block-cleared-by`, and refuses a
   hand-written one.
 - `POST /validate-clearance` checks, after every mutation, that the stamp names exactly that user.
+- `POST /mutate-breaker-reset` and `/validate-breaker-reset` do the same for the circuit breaker's
+  reset on the ConfigMap kubernaut-breaker (who, and when it was admitted).
 - `POST /validate` refuses RemediationRequests, WorkflowExecutions and RemediationWorkflows whose
   spec has problems the CRD schema cannot express (target format, parameter names, bundle references).
 
@@ -17,6 +19,7 @@ import contextlib
 import json
 import logging
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from kubernaut.domain.admission import (
     AdmissionVerdict,
     decide_clearance_identity,
     decide_clearance_stamp,
+    decide_reset_identity,
+    decide_reset_stamp,
     decide_validation,
 )
 
@@ -36,6 +41,8 @@ MAX_REVIEW_BYTES = 8 * 1024 * 1024  # an object and its old version, both up to 
 CERT_RELOAD_SECONDS = 30.0
 MUTATE_PATH = "/mutate-workflowexecution"
 VALIDATE_CLEARANCE_PATH = "/validate-clearance"
+MUTATE_BREAKER_PATH = "/mutate-breaker-reset"
+VALIDATE_BREAKER_PATH = "/validate-breaker-reset"
 VALIDATE_PATH = "/validate"
 
 
@@ -78,6 +85,11 @@ def decide_review(path: str, request: dict[str, Any]) -> tuple[AdmissionVerdict,
         return (decide_clearance_stamp(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
     if path == VALIDATE_CLEARANCE_PATH:
         return (decide_clearance_identity(obj, old, username) if kind == "WorkflowExecution" else _allowed()), 403
+    if path == MUTATE_BREAKER_PATH:
+        now = datetime.now(UTC).replace(microsecond=0).isoformat()
+        return (decide_reset_stamp(obj, old, username, now) if kind == "ConfigMap" else _allowed()), 403
+    if path == VALIDATE_BREAKER_PATH:
+        return (decide_reset_identity(obj, old, username) if kind == "ConfigMap" else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
 
 
@@ -113,7 +125,7 @@ class AdmissionServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REVIEW_BYTES)
-        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, VALIDATE_PATH):
+        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, MUTATE_BREAKER_PATH, VALIDATE_BREAKER_PATH, VALIDATE_PATH):
             app.router.add_post(path, self._review)
         app.router.add_get("/healthz", self._healthz)
         return app
