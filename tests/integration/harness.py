@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Namespace
+from lightkube.resources.core_v1 import Event, Namespace, Node
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.audit.store import AuditSink
@@ -166,6 +166,13 @@ async def create_namespace(client: AsyncClient, prefix: str = "x", *, managed: b
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     await client.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED if managed else None)))
     return track_namespace(name)
+
+
+async def create_node(client: AsyncClient, prefix: str = "node") -> str:
+    """A Node object (no kubelet behind it) carrying the opt-in label, for cluster-scoped targets."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    await client.create(Node(metadata=ObjectMeta(name=name, labels=MANAGED)))
+    return name
 
 
 def settings_for(execution_namespace: str, **sections: dict[str, Any]) -> Settings:
