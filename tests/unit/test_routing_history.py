@@ -21,7 +21,7 @@ from kubernaut.controllers import orchestrator
 from kubernaut.controllers.kinds import FINGERPRINT_INDEX, RR_KIND, TARGET_INDEX, WFE_KIND
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import remediation as rem
-from kubernaut.domain.gates import Gates, Scope
+from kubernaut.domain.gates import Gates, Scope, check_breaker, check_rate_limits
 from kubernaut.domain.routing import (
     RoutingStage,
     build_rr_target,
@@ -145,6 +145,12 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
             "execution": {"namespace": "exec"},
             "audit": {"url": "memory://"},
             "scope": {"requireManagedLabel": rng.random() < 0.5},
+            "limits": {
+                "maxConcurrentExecutions": rng.choice([1, 3, 10]),
+                "maxExecutionsPerHour": rng.choice([1, 3, 100]),
+                "perNamespace": {"maxExecutionsPerHour": rng.choice([1, 2, 20])},
+            },
+            "breaker": {"failureThreshold": rng.choice([1, 2, 5]), "window": rng.choice(["1m", "10m", "2h"])},
             "routing": {
                 "recentlyRemediatedCooldown": rng.choice(["0s", "5m", "2h"]),
                 "consecutiveFailureThreshold": rng.choice([1, 2, 3]),
@@ -183,6 +189,10 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 gates=gates,
             )
             assert ro._route(rr, workflow_id=workflow_id, stage=stage) == expected, (workflow_id, stage)
+    # the gates on their own (earlier checks often decide first): the pruned executions give the same
+    pruned_gates = ro._gates(rr)
+    assert check_rate_limits(rr, pruned_gates, NOW) == check_rate_limits(rr, gates, NOW)
+    assert check_breaker(pruned_gates, NOW) == check_breaker(gates, NOW)
     pruned_rrs = ro._same_fingerprint(rr)
     assert rem.decide_exhausted_retries_notice(rr, pruned_rrs) == rem.decide_exhausted_retries_notice(rr, everyone)
     assert compute_consecutive_failures(rr, pruned_rrs) == compute_consecutive_failures(rr, everyone)

@@ -64,7 +64,9 @@ def reset(
 
 @breaker_app.command("status")
 def status(kubeconfig: KubeconfigOption = None, config: ConfigOption = None) -> None:
-    """Show whether the breaker is open, the execution failures in its window and the last reset."""
+    """Show the breaker's state.
+
+    Open or closed, the execution failures in its window, and who reset it last, when and why."""
     try:
         policy = load_settings(config).gate_policy()
     except ConfigError as exc:

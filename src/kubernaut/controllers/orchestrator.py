@@ -146,6 +146,7 @@ class Orchestrator:
         self.rrs.add_index(GATE_WAITING, _index_gate_waiting)
         self.wfes.add_index(ACTIVE_ANY, _index_active_wfe)
         self.wfes.add_index(CREATED, _index_every_wfe, order=_wfe_creation_order)
+        self.wfes.add_index(CREATED_IN_NAMESPACE, _index_wfe_namespace, order=_wfe_creation_order)
         self.wfes.add_index(EXECUTION_FAILURES, _index_execution_failure, order=_wfe_finish_order)
         # Rate limits are cluster-wide: one decision that may create an execution at a time, so that
         # two workers never both take the last free slot (the cache holds a created one at once).
@@ -493,7 +494,7 @@ class Orchestrator:
         return Gates(
             policy=self.gate_policy,
             scope=self._scope(scope_key),
-            executions=self._cluster_executions(),
+            executions=self._cluster_executions(rr.metadata.namespace),
             reset=self._reset(),
         )
 
@@ -509,20 +510,29 @@ class Orchestrator:
         managed = body is not None and is_managed((body.get("metadata") or {}).get("labels"))
         return Scope(managed=managed, where=f"{kind} {name}")
 
-    def _cluster_executions(self) -> list[WorkflowExecution]:
-        """What the rate limits and the breaker count: every active execution, those created within the
-        last hour, and the execution failures since the latest reset."""
+    def _cluster_executions(self, namespace: str) -> list[WorkflowExecution]:
+        """What the rate limits and the breaker can still decide on: every active execution, the
+        newest ones created within the last hour (as many as a limit counts, and one more for the
+        request's own), and the execution failures since the latest reset. An hourly limit is read
+        only when there are at least as many executions at all."""
         now = self.clock()
         bodies: dict[str, Body] = {}
         for key in self.wfes.keys_by_index(ACTIVE_ANY, _ALL):
             body = self.wfes.get(key)
             if body is not None:
                 bodies[key] = body
-        for body in self.wfes.newest_first(CREATED, _ALL):
-            created = _parse_instant((body.get("metadata") or {}).get("creationTimestamp"))
-            if created is not None and created <= now - RATE_WINDOW:
-                break
-            bodies[object_key(body)] = body
+        policy = self.gate_policy
+        for index, value, limit in (
+            (CREATED, _ALL, policy.max_executions_per_hour),
+            (CREATED_IN_NAMESPACE, namespace, policy.max_executions_per_namespace_per_hour),
+        ):
+            if self.wfes.count_by_index(index, value) < limit:
+                continue
+            for taken, body in enumerate(self.wfes.newest_first(index, value)):
+                created = _parse_instant((body.get("metadata") or {}).get("creationTimestamp"))
+                if taken > limit or (created is not None and created <= now - RATE_WINDOW):
+                    break
+                bodies[object_key(body)] = body
         reset = self._reset()
         for body in self.wfes.newest_first(EXECUTION_FAILURES, _ALL):
             completed = _parse_instant((body.get("status") or {}).get("completionTime"))
@@ -566,6 +576,7 @@ ACTIVE_BY_SCOPE = "activeScope"
 GATE_WAITING = "gateWaiting"
 ACTIVE_ANY = "activeAny"
 CREATED = "created"
+CREATED_IN_NAMESPACE = "createdInNamespace"
 EXECUTION_FAILURES = "executionFailures"
 _ALL = "all"
 _ROUTING = "routing"
@@ -712,6 +723,10 @@ def _index_active_wfe(body: Body) -> list[str]:
 
 def _index_every_wfe(_body: Body) -> list[str]:
     return [_ALL]
+
+
+def _index_wfe_namespace(body: Body) -> list[str]:
+    return [str((body.get("metadata") or {}).get("namespace", ""))]
 
 
 def _index_execution_failure(body: Body) -> list[str]:
