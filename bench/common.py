@@ -33,6 +33,7 @@ from lightkube.types import PatchType
 
 from kubernaut.devcluster.certs import issue_client_cert
 from kubernaut.devcluster.controlplane import ControlPlane, free_port
+from kubernaut.domain.gates import MANAGED_LABEL
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.paths import crd_paths
@@ -259,7 +260,7 @@ async def prepare_cluster(plane: BenchPlane, namespaces: list[str]) -> AsyncClie
     await install_crds(client, crd_paths())
     for name in namespaces:
         with contextlib.suppress(ApiError):
-            await client.create(Namespace(metadata=ObjectMeta(name=name)))
+            await client.create(Namespace(metadata=ObjectMeta(name=name, labels={MANAGED_LABEL: "true"})))
     await warm_up(client)
     return client
 
@@ -271,7 +272,7 @@ async def warm_up(client: AsyncClient, rounds: int = 40) -> None:
 
     namespace = "bench-warmup"
     with contextlib.suppress(ApiError):
-        await client.create(Namespace(metadata=ObjectMeta(name=namespace)))
+        await client.create(Namespace(metadata=ObjectMeta(name=namespace, labels={MANAGED_LABEL: "true"})))
     bodies = [
         (
             RemediationRequestResource,
@@ -423,6 +424,13 @@ def start_controllers(
         "routing": {"recentlyRemediatedCooldown": "0s"},
         "audit": {"url": f"sqlite:///{plane.state_dir / 'audit.db'}"},
         "manager": {"metricsAddress": f"127.0.0.1:{port}", "shutdownGracePeriod": "10s"},
+        # the bench measures throughput: the gates are out of its way (its namespaces are managed)
+        "limits": {
+            "maxConcurrentExecutions": 100_000,
+            "maxExecutionsPerHour": 10**9,
+            "perNamespace": {"maxExecutionsPerHour": 10**9},
+        },
+        "breaker": {"failureThreshold": 100_000},
     }
     for key, value in (extra or {}).items():
         config[key] = {**config.get(key, {}), **value}

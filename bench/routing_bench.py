@@ -34,11 +34,12 @@ from lightkube.resources.core_v1 import Namespace
 from kubernaut.api.v1alpha1 import RemediationRequest
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.config import parse_settings
-from kubernaut.controllers.kinds import RR_KIND, WFE_KIND
+from kubernaut.controllers.kinds import NAMESPACE_KIND, RR_KIND, WFE_KIND
 from kubernaut.controllers.manager import Manager, build_manager
 from kubernaut.controllers.orchestrator import Orchestrator
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.domain.duration import format_rfc3339
+from kubernaut.domain.gates import MANAGED_LABEL
 from kubernaut.domain.routing import DecisionKind, RoutingStage
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
@@ -137,6 +138,8 @@ def build_orchestrator(size: int) -> tuple[Orchestrator, RemediationRequest]:
     settings = parse_settings({"routing": {"backoffJitterPercent": 10}})
     manager = Manager(client=None, settings=settings, audit=MemoryAuditSink(), clock=lambda: NOW)  # type: ignore[arg-type]
     orchestrator = Orchestrator(manager)
+    # the target's namespace opted in, so that the decision runs every check
+    manager.cache(NAMESPACE_KIND).upsert({"metadata": {"name": NS, "labels": {MANAGED_LABEL: "true"}}})
     rrs, wfes = manager.cache(RR_KIND), manager.cache(WFE_KIND)
     for index in range(size):
         rrs.upsert(history_rr(index))
@@ -244,8 +247,16 @@ async def run_latency(requests: int) -> dict[str, list[float]]:
             kube = make_client(plane.kubeconfig)
             await install_crds(kube, crd_paths())
             namespace = f"bench-{uuid.uuid4().hex[:6]}"
-            await kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
-            settings = parse_settings({"execution": {"namespace": "bench-exec"}, "audit": {"url": "memory://"}})
+            await kube.create(Namespace(metadata=ObjectMeta(name=namespace, labels={MANAGED_LABEL: "true"})))
+            # the bench measures latency, not the rate limits (executions never finish here: no executor)
+            unlimited = {"maxExecutionsPerHour": 10**9, "perNamespace": {"maxExecutionsPerHour": 10**9}}
+            settings = parse_settings(
+                {
+                    "execution": {"namespace": "bench-exec"},
+                    "audit": {"url": "memory://"},
+                    "limits": {"maxConcurrentExecutions": 10**9, **unlimited},
+                }
+            )
             manager = build_manager(
                 settings, kubeconfig=plane.kubeconfig, controllers=("orchestrator",), audit=MemoryAuditSink()
             )

@@ -18,7 +18,7 @@ from kubernaut.devcluster.registry import start_registry
 from kubernaut.devcluster.tekton import TektonInfo, start_tekton
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths, project_dir
-from tests.integration.harness import STATE_KUBECONFIG, TEST_NAMESPACES, track_namespace
+from tests.integration.harness import MANAGED, STATE_KUBECONFIG, TEST_NAMESPACES, track_namespace
 
 pytest_plugins = ["tests.conftest_postgres"]
 
@@ -111,7 +111,7 @@ def _forget_test_namespaces() -> Iterator[None]:
 async def namespace(kube: AsyncClient) -> AsyncIterator[str]:
     """A fresh namespace for one test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    await kube.create(Namespace(metadata=ObjectMeta(name=name)))
+    await kube.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED)))
     yield track_namespace(name)
     if not os.environ.get("KUBERNAUT_KEEP_NAMESPACES"):
         await kube.delete(Namespace, name)

@@ -14,6 +14,7 @@ from kubernaut.domain.approval import ApprovalPolicy
 from kubernaut.domain.dryrun import HOLD_PERIOD
 from kubernaut.domain.duration import parse_go_duration
 from kubernaut.domain.effectiveness import EffectivenessPolicy
+from kubernaut.domain.gates import GatePolicy
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
@@ -120,6 +121,54 @@ class EffectivenessConfig(Section):
 
     def policy(self) -> EffectivenessPolicy:
         return EffectivenessPolicy(window=self.window, prometheus_url=self.prometheus_url)
+
+
+_GATES = GatePolicy()
+
+
+class ScopeConfig(Section):
+    """Opt-in scope: kubernaut remediates only targets whose namespace (a cluster-scoped target
+    itself) carries kubernaut.ai/managed=true."""
+
+    require_managed_label: bool = Field(
+        default=_GATES.require_managed_label, description="Block requests on targets that have not opted in."
+    )
+    unmanaged_timeout: Duration = Field(
+        default=_GATES.unmanaged_timeout, description="A request blocked as unmanaged fails after this."
+    )
+
+    @field_validator("unmanaged_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
+
+class PerNamespaceLimitsConfig(Section):
+    max_executions_per_hour: int = Field(default=_GATES.max_executions_per_namespace_per_hour, ge=1)
+
+
+class LimitsConfig(Section):
+    """Rate limits, counted from the WorkflowExecutions (created within the last hour, or running)."""
+
+    max_concurrent_executions: int = Field(default=_GATES.max_concurrent_executions, ge=1)
+    max_executions_per_hour: int = Field(default=_GATES.max_executions_per_hour, ge=1)
+    per_namespace: PerNamespaceLimitsConfig = PerNamespaceLimitsConfig()
+
+
+class BreakerConfig(Section):
+    """The circuit breaker: this many execution failures cluster-wide within the window open it."""
+
+    failure_threshold: int = Field(default=_GATES.breaker_failure_threshold, ge=1)
+    window: Duration = _GATES.breaker_window
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
 
 
 class TimeoutsConfig(Section):
@@ -481,6 +530,9 @@ class Settings(Section):
     notifications: NotificationsConfig = NotificationsConfig()
     approval: ApprovalConfig = ApprovalConfig()
     dry_run: DryRunConfig = DryRunConfig()
+    scope: ScopeConfig = ScopeConfig()
+    limits: LimitsConfig = LimitsConfig()
+    breaker: BreakerConfig = BreakerConfig()
 
     def routing_policy(self) -> RoutingPolicy:
         """The routing section's policy with the IneffectiveChain check's settings."""
@@ -488,6 +540,18 @@ class Settings(Section):
             self.routing.policy(),
             ineffective_chain_threshold=self.effectiveness.ineffective_chain_threshold,
             ineffective_chain_cooldown=self.effectiveness.ineffective_chain_cooldown,
+        )
+
+    def gate_policy(self) -> GatePolicy:
+        """The values the gates of routing take."""
+        return GatePolicy(
+            require_managed_label=self.scope.require_managed_label,
+            unmanaged_timeout=self.scope.unmanaged_timeout,
+            max_concurrent_executions=self.limits.max_concurrent_executions,
+            max_executions_per_hour=self.limits.max_executions_per_hour,
+            max_executions_per_namespace_per_hour=self.limits.per_namespace.max_executions_per_hour,
+            breaker_failure_threshold=self.breaker.failure_threshold,
+            breaker_window=self.breaker.window,
         )
 
 

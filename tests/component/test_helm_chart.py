@@ -54,7 +54,7 @@ def normalized(doc: Resource) -> Resource:
     template = doc.get("spec", {}).get("template", {})
     if "metadata" in template:
         _strip(template["metadata"])
-    if doc["kind"] == "ConfigMap":  # the config file is compared as data, not as text
+    if doc["kind"] == "ConfigMap" and "data" in doc:  # the config file is compared as data, not as text
         doc["data"] = {name: yaml.safe_load(text) for name, text in doc["data"].items()}
     return doc
 

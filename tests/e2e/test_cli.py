@@ -141,7 +141,7 @@ def test_bad_config_stops_at_once_naming_the_key(tmp_path: Path, command: list[s
 
 def test_help_explains_each_command(tmp_path: Path) -> None:
     out = run_cli("--help", cwd=tmp_path).stdout
-    for command in ("run", "dev", "audit", "get", "describe", "clear-block"):
+    for command in ("run", "dev", "audit", "get", "describe", "clear-block", "breaker"):
         assert command in out
     assert "--no-tekton" in run_cli("dev", "up", "--help", cwd=tmp_path).stdout
 

@@ -38,7 +38,7 @@ from kubernaut.kube.resources import (
     TaskRunResource,
     WorkflowExecutionResource,
 )
-from tests.integration.harness import eventually
+from tests.integration.harness import TEST_THROUGHPUT, eventually
 from tests.integration.rr import fingerprint, rr_manifest
 
 TERMINAL = {"Completed", "Failed", "TimedOut", "Skipped", "Cancelled"}
@@ -91,6 +91,7 @@ def write_operator_config(path: Path, exec_ns: str, audit_db: Path, **sections: 
         "routing": {"recentlyRemediatedCooldown": "1s", "backoffBase": "1s", "backoffMax": "2s"},
         "audit": {"url": f"sqlite:///{audit_db}", "flushInterval": "200ms"},
         "manager": {"metricsAddress": f"127.0.0.1:{free_port()}", "shutdownGracePeriod": "20s"},
+        **TEST_THROUGHPUT,
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}

@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Namespace
+from lightkube.resources.core_v1 import Event, Namespace, Node
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings, parse_settings
 from kubernaut.controllers.manager import Manager, build_manager, utc_now
+from kubernaut.domain.gates import MANAGED_LABEL
 
 T = TypeVar("T")
 
@@ -146,14 +147,40 @@ def track_namespace(name: str) -> str:
     return name
 
 
-async def create_namespace(client: AsyncClient, prefix: str = "x") -> str:
+MANAGED = {MANAGED_LABEL: "true"}
+"""The opt-in label: a test's namespaces are managed, as a person would label theirs."""
+
+TEST_THROUGHPUT: dict[str, Any] = {
+    "limits": {
+        "maxConcurrentExecutions": 1000,
+        "maxExecutionsPerHour": 100_000,
+        "perNamespace": {"maxExecutionsPerHour": 100_000},
+    },
+    "breaker": {"failureThreshold": 1000},
+}
+"""Tests run hundreds of executions, many failing on purpose, within minutes: the rate limits and the
+breaker are raised out of their way; their own tests set them."""
+
+
+async def create_namespace(client: AsyncClient, prefix: str = "x", *, managed: bool = True) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    await client.create(Namespace(metadata=ObjectMeta(name=name)))
+    await client.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED if managed else None)))
     return track_namespace(name)
 
 
+async def create_node(client: AsyncClient, prefix: str = "node") -> str:
+    """A Node object (no kubelet behind it) carrying the opt-in label, for cluster-scoped targets."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    await client.create(Node(metadata=ObjectMeta(name=name, labels=MANAGED)))
+    return name
+
+
 def settings_for(execution_namespace: str, **sections: dict[str, Any]) -> Settings:
-    data: dict[str, Any] = {"execution": {"namespace": execution_namespace}, "audit": {"url": "memory://"}}
+    data: dict[str, Any] = {
+        "execution": {"namespace": execution_namespace},
+        "audit": {"url": "memory://"},
+        **TEST_THROUGHPUT,
+    }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return parse_settings(data)

@@ -34,6 +34,7 @@ from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.paths import crd_paths, project_dir
+from tests.integration.harness import MANAGED, TEST_THROUGHPUT
 
 SYSTEM_NAMESPACE = "kubernaut-system"
 EXECUTION_NAMESPACE = "kubernaut-workflows"
@@ -134,7 +135,7 @@ class ProductionCluster:
 
     async def namespace(self, prefix: str) -> str:
         name = f"{prefix}-{int(time.time() * 1000) % 10**9}"
-        await self.admin.create(Namespace(metadata=ObjectMeta(name=name)))
+        await self.admin.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED)))
         return name
 
 
@@ -212,6 +213,7 @@ def write_config(
     path.write_text(
         yaml.safe_dump(
             {
+                **TEST_THROUGHPUT,
                 **(extra or {}),
                 "execution": {"namespace": EXECUTION_NAMESPACE, "cooldown": cooldown},
                 "routing": {"recentlyRemediatedCooldown": "1s"},

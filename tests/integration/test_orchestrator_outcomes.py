@@ -12,7 +12,15 @@ from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
-from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    OffsetClock,
+    create_namespace,
+    create_node,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.orchestrator_support import (
     RO,
     completed_wfe_status,
@@ -53,7 +61,8 @@ async def test_routing_passes_and_the_execution_is_created(kube: AsyncClient, ku
     exec_ns = await create_namespace(kube, "exec")
     audit, clock = MemoryAuditSink(), OffsetClock()
     clock.advance(3 * 3600)
-    target = {"kind": "Deployment", "name": "payment-api", "namespace": "payment"}
+    payment = await create_namespace(kube, "payment")  # the target's namespace, opted in
+    target = {"kind": "Deployment", "name": "payment-api", "namespace": payment}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit, clock=clock):
         rr = await create_rr(kube, rr_manifest("rr-9", namespace, target=target))
         status = await wait_phase(kube, "rr-9", namespace, "Executing")
@@ -70,7 +79,7 @@ async def test_routing_passes_and_the_execution_is_created(kube: AsyncClient, ku
         created = {w["metadata"]["name"]: w for w in await wfes(kube, namespace)}
 
     wfe = created["we-rr-9"]
-    assert wfe["spec"]["targetResource"] == "payment/Deployment/payment-api"
+    assert wfe["spec"]["targetResource"] == f"{payment}/Deployment/payment-api"
     assert wfe["metadata"]["labels"] == {
         "kubernaut.ai/remediation-request": "rr-9",
         "kubernaut.ai/component": "workflow-execution",
@@ -358,13 +367,15 @@ async def test_phase_and_global_timeouts_end_the_request_and_notify(
     exec_ns = await create_namespace(kube, "exec")
     audit, clock = MemoryAuditSink(), OffsetClock()
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit, clock=clock):
-        await create_rr(kube, rr_manifest("rr-a", namespace, target={"kind": "Node", "name": "worker-a"}))
+        node = await create_node(kube, "worker-a")  # a cluster-scoped target opts in itself
+        await create_rr(kube, rr_manifest("rr-a", namespace, target={"kind": "Node", "name": node}))
         await wait_phase(kube, "rr-a", namespace, "Executing")
         clock.advance(31 * 60)  # past the 30m Executing timeout, within the 1h global one
         await poke(kube, "rr-a", namespace)
         phase_out = await wait_phase(kube, "rr-a", namespace, "TimedOut")
 
-        await create_rr(kube, rr_manifest("rr-b", namespace, target={"kind": "Node", "name": "worker-b"}))
+        node_b = await create_node(kube, "worker-b")
+        await create_rr(kube, rr_manifest("rr-b", namespace, target={"kind": "Node", "name": node_b}))
         await wait_phase(kube, "rr-b", namespace, "Executing")
         clock.advance(2 * 3600)
         await poke(kube, "rr-b", namespace)

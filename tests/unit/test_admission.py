@@ -7,6 +7,8 @@ import pytest
 from kubernaut.domain.admission import (
     decide_clearance_identity,
     decide_clearance_stamp,
+    decide_reset_identity,
+    decide_reset_stamp,
     decide_validation,
     parse_bundle_reference,
 )
@@ -229,3 +231,66 @@ def test_a_bundle_without_tag_or_digest_is_allowed_with_a_warning() -> None:
 def test_other_kinds_and_operations_pass() -> None:
     assert decide_validation("ConfigMap", "CREATE", {"spec": {}}, None).allowed
     assert decide_validation("WorkflowExecution", "DELETE", wfe(targetResource="x"), None).allowed
+
+
+# -- identity of a breaker reset -----------------------------------------------------------------------
+
+REASON = "kubernaut.ai/breaker-reset-reason"
+ASKED = "kubernaut.ai/breaker-reset-requested-at"
+RESET_BY = "kubernaut.ai/breaker-reset-by"
+RESET_AT = "kubernaut.ai/breaker-reset-at"
+NOW_TEXT = "2026-02-01T00:00:00+00:00"
+STAMPED = {REASON: "fixed", ASKED: "t1", RESET_BY: "bob", RESET_AT: "2026-01-01T00:00:00+00:00"}
+
+
+def breaker(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "ConfigMap", "metadata": {"name": "kubernaut-breaker", "annotations": annotations}}
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new", "outcome"),
+    [
+        ("no reset at all", {}, {"x": "y"}, "allow"),
+        ("a first reset", None, {REASON: "fixed", ASKED: "t1"}, "stamp"),
+        ("a new reason", STAMPED, {**STAMPED, REASON: "again", ASKED: "t2"}, "stamp"),
+        ("the same reason asked again", STAMPED, {**STAMPED, ASKED: "t2"}, "stamp"),
+        ("an unrelated edit", STAMPED, {**STAMPED, "x": "y"}, "allow"),
+        ("a hand-written identity", STAMPED, {**STAMPED, RESET_BY: "mallory"}, "refuse"),
+        ("a hand-written identity with a reset", STAMPED, {**STAMPED, REASON: "r", RESET_BY: "alice"}, "refuse"),
+        ("a hand-written time", STAMPED, {**STAMPED, RESET_AT: "2030-01-01T00:00:00+00:00"}, "refuse"),
+        ("a stamp on create", None, {REASON: "fixed", ASKED: "t1", RESET_BY: "alice"}, "refuse"),
+    ],
+)
+def test_reset_stamp(case: str, old: dict[str, str] | None, new: dict[str, str], outcome: str) -> None:
+    verdict = decide_reset_stamp(breaker(new), None if old is None else breaker(old), "alice", NOW_TEXT)
+    assert verdict.allowed is (outcome != "refuse"), case
+    if outcome == "stamp":
+        assert {op["path"]: op["value"] for op in verdict.patch} == {
+            "/metadata/annotations/kubernaut.ai~1breaker-reset-by": "alice",
+            "/metadata/annotations/kubernaut.ai~1breaker-reset-at": NOW_TEXT,
+        }
+    if outcome == "allow":
+        assert verdict.patch == ()
+    if outcome == "refuse":
+        assert "cannot be set or changed by hand" in verdict.message
+        assert "kubernaut breaker reset" in verdict.message
+
+
+def test_a_reset_needs_an_authenticated_user() -> None:
+    verdict = decide_reset_stamp(breaker({REASON: "fixed", ASKED: "t1"}), None, "", NOW_TEXT)
+    assert not verdict.allowed
+    assert "authenticated user" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        (STAMPED, {**STAMPED, "x": "y"}, True),
+        (STAMPED, {**STAMPED, REASON: "again", ASKED: "t2", RESET_BY: "alice", RESET_AT: NOW_TEXT}, True),
+        (STAMPED, {**STAMPED, REASON: "again", ASKED: "t2"}, False),  # the stamp was not renewed
+        (STAMPED, {**STAMPED, REASON: "again", ASKED: "t2", RESET_AT: NOW_TEXT}, False),  # bob is not the requester
+        (STAMPED, {**STAMPED, RESET_BY: "alice"}, False),
+    ],
+)
+def test_reset_identity_after_mutation(old: dict[str, str], new: dict[str, str], allowed: bool) -> None:
+    assert decide_reset_identity(breaker(new), breaker(old), "alice").allowed is allowed

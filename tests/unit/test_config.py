@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from kubernaut.config import load_settings, parse_settings
+from kubernaut.domain.gates import GatePolicy
 from kubernaut.domain.remediation import TimeoutPolicy
 from kubernaut.domain.routing import RoutingPolicy
 from kubernaut.errors import ConfigError
@@ -23,6 +24,39 @@ def test_defaults() -> None:
     assert settings.effectiveness.prometheus_url == ""
     assert settings.routing_policy().ineffective_chain_threshold == 3
     assert settings.routing_policy().ineffective_chain_cooldown == timedelta(hours=4)
+    assert settings.gate_policy() == GatePolicy()
+
+
+def test_gate_defaults_are_the_documented_ones() -> None:
+    policy = parse_settings(None).gate_policy()
+    assert policy.require_managed_label is True
+    assert policy.unmanaged_timeout == timedelta(hours=1)
+    assert (policy.max_concurrent_executions, policy.max_executions_per_hour) == (10, 100)
+    assert policy.max_executions_per_namespace_per_hour == 20
+    assert (policy.breaker_failure_threshold, policy.breaker_window) == (5, timedelta(minutes=10))
+
+
+def test_gate_keys() -> None:
+    settings = parse_settings(
+        {
+            "scope": {"requireManagedLabel": False, "unmanagedTimeout": "30m"},
+            "limits": {
+                "maxConcurrentExecutions": 3,
+                "maxExecutionsPerHour": 50,
+                "perNamespace": {"maxExecutionsPerHour": 7},
+            },
+            "breaker": {"failureThreshold": 2, "window": "1m"},
+        }
+    )
+    assert settings.gate_policy() == GatePolicy(
+        require_managed_label=False,
+        unmanaged_timeout=timedelta(minutes=30),
+        max_concurrent_executions=3,
+        max_executions_per_hour=50,
+        max_executions_per_namespace_per_hour=7,
+        breaker_failure_threshold=2,
+        breaker_window=timedelta(minutes=1),
+    )
 
 
 def test_every_documented_key(tmp_path: Path) -> None:
@@ -77,6 +111,12 @@ def test_every_documented_key(tmp_path: Path) -> None:
         ({"client": {"qpps": 5}}, "unknown configuration key 'client.qpps'"),
         ({"effectiveness": {"window": "0s"}}, "'effectiveness.window'"),
         ({"effectiveness": {"ineffectiveChainThreshold": 0}}, "'effectiveness.ineffectiveChainThreshold'"),
+        ({"scope": {"unmanagedTimeout": "0s"}}, "'scope.unmanagedTimeout'"),
+        ({"scope": {"requireManagedLabels": True}}, "unknown configuration key 'scope.requireManagedLabels'"),
+        ({"limits": {"maxConcurrentExecutions": 0}}, "'limits.maxConcurrentExecutions'"),
+        ({"limits": {"perNamespace": {"maxExecutionsPerHour": 0}}}, "'limits.perNamespace.maxExecutionsPerHour'"),
+        ({"breaker": {"failureThreshold": 0}}, "'breaker.failureThreshold'"),
+        ({"breaker": {"window": "0s"}}, "'breaker.window'"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], message: str) -> None:

@@ -131,7 +131,23 @@ def test_no_role_reaches_beyond_what_kubernaut_touches() -> None:
     groups = {group for _, rule in rules() for group in rule.get("apiGroups", [])}
     assert groups <= {"kubernaut.ai", "tekton.dev", "batch", "coordination.k8s.io", ""}
     core = {resource for _, rule in rules() if "" in rule["apiGroups"] for resource in rule["resources"]}
-    assert core <= {"events", "secrets", "pods"}
+    assert core <= {"events", "secrets", "pods", "namespaces", "nodes", "configmaps"}
+
+
+def test_namespaces_nodes_and_configmaps_are_only_read_but_the_breaker() -> None:
+    # the opt-in labels and the breaker's reset are read; people patch only the breaker's ConfigMap
+    for doc, rule in rules():
+        touched = {"namespaces", "nodes", "configmaps"} & set(rule.get("resources", []))
+        if not touched or "" not in rule["apiGroups"]:
+            continue
+        if set(rule["verbs"]) <= {"list", "watch"}:
+            assert "configmaps" not in touched or doc["kind"] == "Role"
+            continue
+        assert (doc["metadata"]["name"], rule.get("resourceNames")) == (
+            "kubernaut-breaker-resetter",
+            ["kubernaut-breaker"],
+        )
+        assert set(rule["verbs"]) == {"get", "patch"}
 
 
 def test_pods_are_only_read_and_only_in_the_execution_namespace() -> None:
@@ -189,16 +205,23 @@ def test_webhooks_only_see_kubernaut_kinds_and_spare_the_controllers() -> None:
         "clearance-identity.workflowexecutions.kubernaut.ai",
         "decision.remediationapprovalrequests.kubernaut.ai",
         "decision-identity.remediationapprovalrequests.kubernaut.ai",
+        "breaker-reset.configmaps.kubernaut.ai",
+        "breaker-reset-identity.configmaps.kubernaut.ai",
         "validation.kubernaut.ai",
     }
     for hook in hooks:
         assert hook["sideEffects"] == "None"
         assert hook["clientConfig"]["service"]["name"] == "kubernaut-webhook"
+        conditions = " ".join(c["expression"] for c in hook["matchConditions"])
         for rule in hook["rules"]:
+            if rule["apiGroups"] == [""]:  # the one ConfigMap of the breaker, in the operator's namespace
+                assert rule["resources"] == ["configmaps"]
+                assert "'kubernaut-breaker'" in conditions
+                assert "request.namespace == 'kubernaut-system'" in conditions
+                continue
             assert rule["apiGroups"] == ["kubernaut.ai"]
             assert "*" not in rule["resources"]
             assert not any("/" in r for r in rule["resources"])
-        conditions = " ".join(c["expression"] for c in hook["matchConditions"])
         assert "system:serviceaccount:kubernaut-system:" in conditions
         expected = "Ignore" if hook["name"] == "validation.kubernaut.ai" else "Fail"
         assert hook["failurePolicy"] == expected

@@ -87,7 +87,9 @@ DEDUP = {"occurrenceCount": 1, "firstSeenAt": "2026-05-01T11:59:00Z", "lastSeenA
 async def test_a_count_raised_between_read_and_write_is_kept(status: dict[str, Any]) -> None:
     body = build_rr(copy.deepcopy(status))
     api = GatewayApi(body)
-    settings = parse_settings({"execution": {"namespace": "exec"}, "audit": {"url": "memory://"}})
+    settings = parse_settings(
+        {"execution": {"namespace": "exec"}, "audit": {"url": "memory://"}, "scope": {"requireManagedLabel": False}}
+    )
     manager = Manager(client=api, settings=settings, audit=None, clock=lambda: NOW)  # type: ignore[arg-type]
     manager.audit = RepeatDuringPass(api, manager)
     ro = orchestrator.setup(manager)

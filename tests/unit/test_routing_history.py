@@ -21,6 +21,7 @@ from kubernaut.controllers import orchestrator
 from kubernaut.controllers.kinds import FINGERPRINT_INDEX, RR_KIND, TARGET_INDEX, WFE_KIND
 from kubernaut.controllers.manager import Manager
 from kubernaut.domain import remediation as rem
+from kubernaut.domain.gates import Gates, Scope, check_breaker, check_rate_limits
 from kubernaut.domain.routing import (
     RoutingStage,
     build_rr_target,
@@ -157,6 +158,13 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
         {
             "execution": {"namespace": "exec"},
             "audit": {"url": "memory://"},
+            "scope": {"requireManagedLabel": rng.random() < 0.5},
+            "limits": {
+                "maxConcurrentExecutions": rng.choice([1, 3, 10]),
+                "maxExecutionsPerHour": rng.choice([1, 3, 100]),
+                "perNamespace": {"maxExecutionsPerHour": rng.choice([1, 2, 20])},
+            },
+            "breaker": {"failureThreshold": rng.choice([1, 2, 5]), "window": rng.choice(["1m", "10m", "2h"])},
             "routing": {
                 "recentlyRemediatedCooldown": rng.choice(["0s", "5m", "2h"]),
                 "consecutiveFailureThreshold": rng.choice([1, 2, 3]),
@@ -178,6 +186,12 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
     target = build_rr_target(rr)
     everyone = [RemediationRequest.from_wire(b) for b in ro.rrs.by_index(FINGERPRINT_INDEX, FINGERPRINT)]
     everything = [WorkflowExecution.from_wire(b) for b in ro.wfes.by_index(TARGET_INDEX, target)]
+    # the gates read every execution cluster-wide: the pruned reads must decide as all of them do
+    gates = Gates(
+        policy=settings.gate_policy(),
+        scope=Scope(managed=False, where=f"Namespace {NS}"),
+        executions=[WorkflowExecution.from_wire(b) for b in ro.wfes.all()],
+    )
 
     for workflow_id in ["", *WORKFLOWS]:
         for stage in RoutingStage:
@@ -190,8 +204,13 @@ def test_pruned_history_routes_like_the_whole_history(kubeconfig: Path, seed: in
                 lock=None,
                 now=NOW,
                 config=settings.routing_policy(),
+                gates=gates,
             )
             assert ro._route(rr, workflow_id=workflow_id, stage=stage) == expected, (workflow_id, stage)
+    # the gates on their own (earlier checks often decide first): the pruned executions give the same
+    pruned_gates = ro._gates(rr)
+    assert check_rate_limits(rr, pruned_gates, NOW) == check_rate_limits(rr, gates, NOW)
+    assert check_breaker(pruned_gates, NOW) == check_breaker(gates, NOW)
     pruned_rrs = ro._same_fingerprint(rr)
     assert rem.decide_exhausted_retries_notice(rr, pruned_rrs) == rem.decide_exhausted_retries_notice(rr, everyone)
     assert compute_consecutive_failures(rr, pruned_rrs) == compute_consecutive_failures(rr, everyone)

@@ -11,6 +11,7 @@ from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.domain import remediation as rem
 from kubernaut.domain import transitions as tr
 from kubernaut.domain.effectiveness import MetricCheck
+from kubernaut.domain.gates import GatePolicy, Gates, Scope
 from kubernaut.domain.routing import LockHolder, RoutingPolicy
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -89,6 +90,7 @@ class History:
     synced: bool = True
     workflows: list[RemediationWorkflow] = field(default_factory=list)
     metric: MetricCheck | None = None
+    gate_inputs: Gates | None = None
 
     def same_fingerprint(self) -> Sequence[RemediationRequest]:
         return self.requests
@@ -110,6 +112,9 @@ class History:
 
     def metric_check(self) -> MetricCheck | None:
         return self.metric
+
+    def gates(self) -> Gates | None:
+        return self.gate_inputs
 
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         found = self.notifications.get(f"{namespace}/{name}")
@@ -418,3 +423,45 @@ def test_a_referenced_notification_sets_the_pending_delivery() -> None:
     assert [(ref.name, ref.uid) for ref in referenced.notification_request_refs or []] == [("nr-1", "uid-nr")]
     assert referenced.notification_status == NotificationStatus.PENDING
     assert "uid" not in manifest["metadata"]
+
+
+# -- the gates ---------------------------------------------------------------------------------------
+
+
+def _failure(name: str) -> WorkflowExecution:
+    wfe = make_wfe(name, "Failed", execution_failure=True)
+    wfe.spec.target_resource = f"prod/Deployment/{name}"
+    return wfe
+
+
+def test_an_unmanaged_request_is_blocked_until_the_scope_timeout() -> None:
+    rr = make_rr(status={"overallPhase": "Pending", "startTime": NOW, "transitionCount": 1})
+    gates = Gates(policy=GatePolicy(), scope=Scope(managed=False, where="Namespace prod"))
+    transition = tr.plan_pending(rr, History(gate_inputs=gates), NOW, POLICY)
+    assert transition.status is not None
+    assert transition.status.block_reason == "UnmanagedResource"
+    assert transition.status.blocked_until == NOW - timedelta(minutes=1) + timedelta(hours=1)
+    assert transition.notices == ()
+
+
+def test_every_circuit_open_block_names_the_one_critical_notice_of_the_opening() -> None:
+    failures = [_failure(f"we-{i}") for i in range(3)]
+    policy = GatePolicy(breaker_failure_threshold=3)
+    gates = Gates(policy=policy, scope=Scope(managed=True, where="Namespace prod"), executions=failures)
+    names = []
+    for name in ("rr-1", "rr-2"):
+        rr = make_rr(
+            name,
+            status={"overallPhase": "Analyzing", "startTime": NOW, "transitionCount": 2},
+            workflow_ref=WORKFLOW_REF,
+        )
+        transition = tr.plan_analyzing(rr, History(gate_inputs=gates), NOW, POLICY)
+        assert transition.status is not None
+        assert transition.status.block_reason == "CircuitOpen"
+        assert transition.execution is None
+        (notice,) = transition.notices
+        assert notice.manifest["spec"]["priority"] == "critical"
+        assert notice.manifest["spec"]["channels"] == ["critical"]
+        assert notice.manifest["metadata"]["namespace"] == "kubernaut-system"
+        names.append(notice.manifest["metadata"]["name"])
+    assert names[0] == names[1]

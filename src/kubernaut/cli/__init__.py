@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from kubernaut.cli.audit import audit_app
+from kubernaut.cli.breaker import breaker_app
 from kubernaut.cli.output import command_group
 from kubernaut.cli.remediations import register as register_remediation_commands
 from kubernaut.cli.ui import register as register_ui_command
@@ -24,6 +25,7 @@ app = command_group(
 dev_app = command_group("The local default: a control plane on this machine.")
 app.add_typer(dev_app, name="dev")
 app.add_typer(audit_app, name="audit")
+app.add_typer(breaker_app, name="breaker")
 register_remediation_commands(app)
 register_ui_command(app)
 console = Console(stderr=True, soft_wrap=True)  # piped, a path is not cut at 80 columns

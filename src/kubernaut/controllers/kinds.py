@@ -2,10 +2,14 @@
 
 from kubernaut.config import Settings
 from kubernaut.controllers.manager import Kind
+from kubernaut.domain.gates import BREAKER_LABEL, BREAKER_NAMESPACE
 from kubernaut.domain.pipelinerun import LABEL_WORKFLOW_EXECUTION
 from kubernaut.domain.target import build_target_string
 from kubernaut.kube.resources import (
+    ConfigMapResource,
     JobResource,
+    NamespaceResource,
+    NodeResource,
     NotificationRequestResource,
     PipelineRunResource,
     RemediationApprovalRequestResource,
@@ -47,6 +51,20 @@ JOB_KIND = Kind(
     JobResource,
     namespace_of=_execution_namespace,
     label_selector=LABEL_WORKFLOW_EXECUTION,
+)
+
+# Opt-in scope: the labels of namespaces and of Node targets (the cluster-scoped kind that is read).
+NAMESPACE_KIND = Kind("", "v1", "namespaces", NamespaceResource, namespaced=False)
+NODE_KIND = Kind("", "v1", "nodes", NodeResource, namespaced=False)
+
+# The circuit breaker's recorded reset: the one labelled ConfigMap in the operator's namespace.
+BREAKER_KIND = Kind(
+    "",
+    "v1",
+    "configmaps",
+    ConfigMapResource,
+    namespace_of=lambda _settings: BREAKER_NAMESPACE,
+    label_selector=BREAKER_LABEL,
 )
 
 TARGET_INDEX = "target"

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from kubernaut.api.audit import AuditEvent
 from kubernaut.api.v1alpha1.remediationrequest import (
     TERMINAL_PHASES,
+    BlockReason,
     RemediationPhase,
     RemediationRequest,
     RemediationRequestStatus,
@@ -24,9 +25,12 @@ from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution, WorkflowExecutionPhase
 from kubernaut.controllers.kinds import (
     BLOCKED_INDEX,
+    BREAKER_KIND,
     DUPLICATE_OF_INDEX,
     FINGERPRINT_INDEX,
     JOB_KIND,
+    NAMESPACE_KIND,
+    NODE_KIND,
     NR_KIND,
     PIPELINERUN_KIND,
     RAR_KIND,
@@ -46,6 +50,17 @@ from kubernaut.domain import transitions as tr
 from kubernaut.domain.approval import PENDING_STATUS
 from kubernaut.domain.effectiveness import MetricCheck
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
+from kubernaut.domain.gates import (
+    BREAKER_NAMESPACE,
+    RATE_WINDOW,
+    BreakerReset,
+    Gates,
+    Scope,
+    build_reset_event,
+    build_scope_key,
+    is_managed,
+    parse_reset,
+)
 from kubernaut.domain.pipelinerun import ANNOTATION_TARGET_RESOURCE, parse_owner
 from kubernaut.domain.routing import LockHolder, RoutingDecision, RoutingStage, build_rr_target
 from kubernaut.domain.target import build_lock_name
@@ -118,6 +133,7 @@ class Orchestrator:
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
         self.service_account = manager.settings.execution.service_account
+        self.gate_policy = manager.settings.gate_policy()
         self.rrs = manager.cache(
             RR_KIND,
             {
@@ -141,6 +157,19 @@ class Orchestrator:
         self.catalog = manager.cache(WORKFLOW_KIND)
         self.notifications = manager.cache(NR_KIND)
         self.approvals = manager.cache(RAR_KIND)
+        # The gates: who opted in, every execution cluster-wide, the breaker's recorded reset.
+        self.namespaces = manager.cache(NAMESPACE_KIND)
+        self.nodes = manager.cache(NODE_KIND)
+        self.breaker = manager.cache(BREAKER_KIND)
+        self.rrs.add_index(ACTIVE_BY_SCOPE, _index_active_rr_by_scope)
+        self.rrs.add_index(GATE_WAITING, _index_gate_waiting)
+        self.wfes.add_index(ACTIVE_ANY, _index_active_wfe)
+        self.wfes.add_index(CREATED, _index_every_wfe, order=_wfe_creation_order)
+        self.wfes.add_index(CREATED_IN_NAMESPACE, _index_wfe_namespace, order=_wfe_creation_order)
+        self.wfes.add_index(EXECUTION_FAILURES, _index_execution_failure, order=_wfe_finish_order)
+        # Rate limits are cluster-wide: one decision that may create an execution at a time, so that
+        # two workers never both take the last free slot (the cache holds a created one at once).
+        self._gate_lock = asyncio.Lock()
         # One routing decision per target at a time (see _target_lock).
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(
@@ -152,6 +181,10 @@ class Orchestrator:
         manager.on_event(JOB_KIND, self._on_pipelinerun)  # a Job is a lock like a PipelineRun
         manager.on_event(NR_KIND, self._on_notification)
         manager.on_event(RAR_KIND, self._on_notification)  # a decision wakes the request it belongs to
+        manager.on_event(NAMESPACE_KIND, lambda _t, body, old: self._on_scope_object("Namespace", body, old))
+        manager.on_event(NODE_KIND, lambda _t, body, old: self._on_scope_object("Node", body, old))
+        manager.on_event(BREAKER_KIND, self._on_breaker)
+        self.breaker_controller = manager.add_controller(Controller("breaker-reset", self._record_reset, workers=1))
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 
@@ -171,10 +204,43 @@ class Orchestrator:
                 for active in self.rrs.keys_by_index(ACTIVE_BY_FINGERPRINT, fingerprint):
                     self.controller.enqueue(active)
 
-    def _on_execution(self, _type: str, body: Body, _old: Body | None) -> None:
+    def _on_execution(self, type_: str, body: Body, old: Body | None) -> None:
         self._wake_owner(body)
         for target in index_wfe_by_target(body):
             self._wake_blocked_on(target)
+        phase = (body.get("status") or {}).get("phase")
+        was = (old.get("status") or {}).get("phase") if old is not None else None
+        if type_ == "DELETED" or (phase in _TERMINAL_WFE and was not in _TERMINAL_WFE):
+            # a slot may have freed, or a failure may have opened the breaker
+            self._wake_gated(BlockReason.RATE_LIMITED)
+
+    def _on_scope_object(self, kind: str, body: Body, old: Body | None) -> None:
+        labels = (body.get("metadata") or {}).get("labels")
+        if old is not None and is_managed(labels) == is_managed((old.get("metadata") or {}).get("labels")):
+            return
+        for key in self.rrs.keys_by_index(ACTIVE_BY_SCOPE, f"{kind}/{(body.get('metadata') or {}).get('name', '')}"):
+            self.controller.enqueue(key)
+
+    def _on_breaker(self, _type: str, body: Body, _old: Body | None) -> None:
+        self.breaker_controller.enqueue(object_key(body))
+        self._wake_gated(BlockReason.CIRCUIT_OPEN)
+
+    def _wake_gated(self, reason: BlockReason) -> None:
+        # Those blocked for the reason and those being routed now (about to write that block).
+        for value in (reason.value, _ROUTING):
+            for key in self.rrs.keys_by_index(GATE_WAITING, value):
+                self.controller.enqueue(key)
+
+    async def _record_reset(self, key: str) -> Result:
+        """The one audit event of the latest reset (its id is the reset's: seen again, it dedupes)."""
+        reset = self._reset()
+        if reset is not None:
+            await self.audit.record(build_reset_event(reset, BREAKER_NAMESPACE))
+        return Result.done()
+
+    def _reset(self) -> BreakerReset | None:
+        resets = [parse_reset((body.get("metadata") or {}).get("annotations")) for body in self.breaker.all()]
+        return max((reset for reset in resets if reset is not None), key=lambda reset: reset.at, default=None)
 
     def _on_pipelinerun(self, _type: str, body: Body, _old: Body | None) -> None:
         meta = body.get("metadata") or {}
@@ -244,7 +310,7 @@ class Orchestrator:
                 # find it free and both create an execution, and the one losing the PipelineRun race
                 # would fail. The clock is read again once held: an execution may have finished during
                 # the wait, and a decision from before it would see that completion in the future.
-                async with self._target_lock(history.target):
+                async with self._target_lock(history.target), self._gate_lock:
                     now = self.clock()
                     return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
             case tr.Reads.EXECUTION:
@@ -279,6 +345,8 @@ class Orchestrator:
             await self._create_approval(transition.approval.manifest)
         if transition.approval_record is not None:
             await self._record_approval(rr, transition.approval_record)
+        for notice in transition.notices:
+            await self._create_notice(rr, notice)
         for event in transition.events:
             await self._record(rr, event)
         status = await self._notify(rr, transition.status, transition.notification)
@@ -508,6 +576,66 @@ class Orchestrator:
         """Read an object from the API server into its cache; None when it does not exist."""
         return await get_object(self.client, resource, name, namespace, into=cache)
 
+    async def _create_notice(self, rr: RemediationRequest, notice: tr.Child) -> None:
+        name = notice.manifest["metadata"]["name"]
+        try:
+            await create_idempotent(self.client, NotificationRequestResource(notice.manifest))
+        except KubeError as exc:
+            log.warning("Notification %s (routing %s) not created: %s", name, rr.key, exc.message or exc)
+
+    def _gates(self, rr: RemediationRequest) -> Gates:
+        target = rr.spec.target_resource
+        scope_key = build_scope_key(target.kind, target.name, target.namespace or "")
+        return Gates(
+            policy=self.gate_policy,
+            scope=self._scope(scope_key),
+            executions=self._cluster_executions(rr.metadata.namespace),
+            reset=self._reset(),
+        )
+
+    def _scope(self, scope_key: str) -> Scope:
+        kind, _, name = scope_key.partition("/")
+        cache = {"Namespace": self.namespaces, "Node": self.nodes}.get(kind)
+        if cache is None:
+            return Scope(
+                managed=False,
+                where=f"{kind} {name} (the label is read on namespaces and on Node targets only)",
+            )
+        body = cache.get(name)
+        managed = body is not None and is_managed((body.get("metadata") or {}).get("labels"))
+        return Scope(managed=managed, where=f"{kind} {name}")
+
+    def _cluster_executions(self, namespace: str) -> list[WorkflowExecution]:
+        """What the rate limits and the breaker can still decide on: every active execution, the
+        newest ones created within the last hour (as many as a limit counts, and one more for the
+        request's own), and the execution failures since the latest reset. An hourly limit is read
+        only when there are at least as many executions at all."""
+        now = self.clock()
+        bodies: dict[str, Body] = {}
+        for key in self.wfes.keys_by_index(ACTIVE_ANY, _ALL):
+            body = self.wfes.get(key)
+            if body is not None:
+                bodies[key] = body
+        policy = self.gate_policy
+        for index, value, limit in (
+            (CREATED, _ALL, policy.max_executions_per_hour),
+            (CREATED_IN_NAMESPACE, namespace, policy.max_executions_per_namespace_per_hour),
+        ):
+            if self.wfes.count_by_index(index, value) < limit:
+                continue
+            for taken, body in enumerate(self.wfes.newest_first(index, value)):
+                created = _parse_instant((body.get("metadata") or {}).get("creationTimestamp"))
+                if taken > limit or (created is not None and created <= now - RATE_WINDOW):
+                    break
+                bodies[object_key(body)] = body
+        reset = self._reset()
+        for body in self.wfes.newest_first(EXECUTION_FAILURES, _ALL):
+            completed = _parse_instant((body.get("status") or {}).get("completionTime"))
+            if reset is not None and completed is not None and completed <= reset.at:
+                break
+            bodies[object_key(body)] = body
+        return [self.wfes.parsed(body, _parse_wfe) for body in bodies.values()]
+
     async def _notify(
         self, rr: RemediationRequest, status: RemediationRequestStatus | None, child: tr.Child | None
     ) -> RemediationRequestStatus | None:
@@ -539,6 +667,15 @@ ACTIVE_BY_FINGERPRINT = "activeFingerprint"
 ACTIVE_RR_BY_TARGET = "activeRequestTarget"
 ACTIVE_BY_TARGET = "activeTarget"
 FINISHED_BY_TARGET = "finishedTarget"
+ACTIVE_BY_SCOPE = "activeScope"
+GATE_WAITING = "gateWaiting"
+ACTIVE_ANY = "activeAny"
+CREATED = "created"
+CREATED_IN_NAMESPACE = "createdInNamespace"
+EXECUTION_FAILURES = "executionFailures"
+_ALL = "all"
+_ROUTING = "routing"
+_GATE_BLOCKS = frozenset({BlockReason.RATE_LIMITED.value, BlockReason.CIRCUIT_OPEN.value})
 _TERMINAL_RR = frozenset(phase.value for phase in TERMINAL_PHASES)
 _TERMINAL_WFE = frozenset((WorkflowExecutionPhase.COMPLETED.value, WorkflowExecutionPhase.FAILED.value))
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -614,6 +751,9 @@ class CachedHistory:
     def metric_check(self) -> MetricCheck | None:
         return self.metric
 
+    def gates(self) -> Gates:
+        return self._ro._gates(self._rr)
+
     def notification(self, namespace: str, name: str) -> tr.TrackedNotification | None:
         notifications = self._ro.notifications
         body = notifications.get(f"{namespace}/{name}")
@@ -668,6 +808,51 @@ def _index_finished_wfe_by_target(body: Body) -> list[str]:
     if status.get("phase") not in _TERMINAL_WFE or not status.get("completionTime"):
         return []
     return index_wfe_by_target(body)
+
+
+def _index_active_rr_by_scope(body: Body) -> list[str]:
+    if (body.get("status") or {}).get("overallPhase") in _TERMINAL_RR:
+        return []
+    target = (body.get("spec") or {}).get("targetResource") or {}
+    if not isinstance(target, dict) or not target.get("kind") or not target.get("name"):
+        return []
+    return [build_scope_key(str(target["kind"]), str(target["name"]), str(target.get("namespace") or ""))]
+
+
+def _index_gate_waiting(body: Body) -> list[str]:
+    """Requests an execution's end or a breaker reset may let on: blocked by those gates, or being
+    routed (not yet started, Pending, Analyzing)."""
+    status = body.get("status") or {}
+    phase = status.get("overallPhase")
+    if phase == Phase.BLOCKED.value:
+        reason = status.get("blockReason")
+        return [reason] if reason in _GATE_BLOCKS else []
+    return [_ROUTING] if phase in (None, Phase.PENDING.value, Phase.ANALYZING.value) else []
+
+
+def _index_active_wfe(body: Body) -> list[str]:
+    return [] if (body.get("status") or {}).get("phase") in _TERMINAL_WFE else [_ALL]
+
+
+def _index_every_wfe(_body: Body) -> list[str]:
+    return [_ALL]
+
+
+def _index_wfe_namespace(body: Body) -> list[str]:
+    return [str((body.get("metadata") or {}).get("namespace", ""))]
+
+
+def _index_execution_failure(body: Body) -> list[str]:
+    status = body.get("status") or {}
+    details = status.get("failureDetails") or {}
+    failed = status.get("phase") == WorkflowExecutionPhase.FAILED.value and status.get("completionTime")
+    return [_ALL] if failed and details.get("wasExecutionFailure") is True else []
+
+
+def _wfe_creation_order(body: Body) -> tuple[datetime, str, str]:
+    meta = body.get("metadata") or {}
+    created = _parse_instant(meta.get("creationTimestamp")) or _LATEST
+    return (created, str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 def setup(manager: Manager) -> Orchestrator:

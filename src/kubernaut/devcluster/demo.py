@@ -97,6 +97,10 @@ STORY = (
 )
 
 
+NODES = tuple(sorted({target for step in STORY for _, _, kind, target, _ in step.create if kind == "Node"}))
+"""The Node targets of the story; `kubernaut dev up --demo` creates them, opted in."""
+
+
 def build_request(name: str, signal: str, kind: str, target: str, seed: str, source: str = "demo") -> dict[str, Any]:
     namespaced = kind != "Node"
     return {

@@ -20,13 +20,16 @@ from kubernaut.devcluster.binaries import build_tekton_binaries
 from kubernaut.devcluster.bundles import localize_catalog
 from kubernaut.devcluster.controlplane import COMPONENTS, NODE_NAME, ControlPlane, write_endpoints
 from kubernaut.devcluster.demo import NAMESPACE as DEMO_NAMESPACE
+from kubernaut.devcluster.demo import NODES as DEMO_NODES
 from kubernaut.devcluster.demo import run_story
 from kubernaut.devcluster.registry import push_bundle, start_registry
 from kubernaut.devcluster.tekton import start_tekton
 from kubernaut.devcluster.webhook import start_dev_webhook
+from kubernaut.domain.gates import MANAGED_LABEL, MANAGED_VALUE
 from kubernaut.gateway.server import GatewayServer
 from kubernaut.gateway.token import write_token_file
-from kubernaut.kube.client import apply_objects, install_crds, load_manifests, make_client
+from kubernaut.kube.client import apply_objects, install_crds, load_manifests, make_client, patch_object
+from kubernaut.kube.resources import NamespaceResource, NodeResource
 from kubernaut.metrics import start_metrics_server
 from kubernaut.paths import crd_paths, samples_dir
 from kubernaut.web.server import UiConfig, serving
@@ -34,12 +37,31 @@ from kubernaut.web.server import UiConfig, serving
 log = logging.getLogger(__name__)
 
 
-async def ensure_namespace(client: AsyncClient, name: str) -> None:
+async def ensure_namespace(client: AsyncClient, name: str, *, managed: bool = False) -> None:
+    """The namespace exists; `managed`: it carries the opt-in label (kubernaut remediates there)."""
+    labels = {MANAGED_LABEL: MANAGED_VALUE} if managed else None
     try:
-        await client.create(Namespace(metadata=ObjectMeta(name=name)))
+        await client.create(Namespace(metadata=ObjectMeta(name=name, labels=labels)))
     except ApiError as exc:
         if exc.status.code != 409:
             raise
+        if labels:
+            await patch_object(client, NamespaceResource, name, None, {"metadata": {"labels": labels}})
+
+
+async def ensure_demo_nodes(client: AsyncClient) -> None:
+    """The demo's Node targets, opted in (a cluster-scoped target carries the label itself)."""
+    for name in DEMO_NODES:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {MANAGED_LABEL: MANAGED_VALUE}},
+        }
+        try:
+            await client.create(NodeResource(body))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
 
 
 def dev_settings(settings: Settings, state_dir: Path) -> Settings:
@@ -108,7 +130,8 @@ async def run_dev_up(
             announce(_ready_text(plane, state_dir, endpoints, controllers, tekton, log_file))
             services = list(tasks)  # the system runs until a signal, or until one of its parts ends
             if demo:
-                await ensure_namespace(client, DEMO_NAMESPACE)
+                await ensure_namespace(client, DEMO_NAMESPACE, managed=True)
+                await ensure_demo_nodes(client)
                 tasks.append(asyncio.create_task(run_story(client, stop, announce), name="demo"))
             await asyncio.wait([asyncio.ensure_future(stop.wait()), *services], return_when=asyncio.FIRST_COMPLETED)
             stop.set()

@@ -22,6 +22,12 @@ from kubernaut.domain.approval import (
 )
 from kubernaut.domain.duration import format_rfc3339, parse_go_duration
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK, ANNOTATION_CLEARED_BY
+from kubernaut.domain.gates import (
+    ANNOTATION_RESET_AT,
+    ANNOTATION_RESET_BY,
+    ANNOTATION_RESET_REASON,
+    ANNOTATION_RESET_REQUESTED_AT,
+)
 from kubernaut.domain.target import build_target_string, parse_target
 from kubernaut.errors import InvalidTargetError
 
@@ -195,6 +201,78 @@ def decide_decision_identity(obj: Body, old: Body | None, username: str) -> Admi
         message=(
             f"the annotation {ANNOTATION_DECIDED_BY} must name the user who set {ANNOTATION_DECISION} "
             f"({expected!r}, found {written!r}); it cannot be set or changed by hand"
+        ),
+    )
+
+
+# -- who reset the circuit breaker, and when ------------------------------------------------------------
+
+_STAMPS = (ANNOTATION_RESET_BY, ANNOTATION_RESET_AT)
+
+
+def _reset_request(body: Body | None) -> tuple[str, str]:
+    annotations = _annotations(body)
+    return (
+        str(annotations.get(ANNOTATION_RESET_REASON) or "").strip(),
+        str(annotations.get(ANNOTATION_RESET_REQUESTED_AT) or ""),
+    )
+
+
+def _is_new_reset(obj: Body, old: Body | None) -> bool:
+    reason, _ = _reset_request(obj)
+    return bool(reason) and _reset_request(obj) != _reset_request(old)
+
+
+def _annotation_path(name: str) -> str:
+    return "/metadata/annotations/" + name.replace("~", "~0").replace("/", "~1")
+
+
+def decide_reset_stamp(obj: Body, old: Body | None, username: str, now: str) -> AdmissionVerdict:
+    """Mutating: a new reset (reason or request time changed) is stamped with the requester and the
+    admission time `now`; a stamp written or changed by hand is refused."""
+    written = {key: _annotations(obj).get(key) for key in _STAMPS}
+    before = {key: _annotations(old).get(key) for key in _STAMPS}
+    if written != before:
+        return AdmissionVerdict(
+            allowed=False,
+            message=(
+                f"the annotations {ANNOTATION_RESET_BY} and {ANNOTATION_RESET_AT} cannot be set or changed by hand: "
+                f"kubernaut writes them from the identity of whoever sets {ANNOTATION_RESET_REASON}. "
+                "Reset the breaker with `kubernaut breaker reset --reason <text>`."
+            ),
+        )
+    if not _is_new_reset(obj, old):
+        return ALLOWED
+    if not username:
+        return AdmissionVerdict(
+            allowed=False, message=f"{ANNOTATION_RESET_REASON} needs an authenticated user; this request has none"
+        )
+    return AdmissionVerdict(
+        allowed=True,
+        patch=tuple(
+            {"op": "add", "path": _annotation_path(key), "value": value}
+            for key, value in ((ANNOTATION_RESET_BY, username), (ANNOTATION_RESET_AT, now))
+        ),
+    )
+
+
+def decide_reset_identity(obj: Body, old: Body | None, username: str) -> AdmissionVerdict:
+    """Validating, after every mutation: a new reset names exactly the requester; otherwise the stamp
+    is the one it was."""
+    by, at = (_annotations(obj).get(key) for key in _STAMPS)
+    if _is_new_reset(obj, old):
+        if by == username and at and at != _annotations(old).get(ANNOTATION_RESET_AT):
+            return ALLOWED
+        wanted = f"'{username}'"
+    else:
+        if (by, at) == tuple(_annotations(old).get(key) for key in _STAMPS):
+            return ALLOWED
+        wanted = "the previous reset's"
+    return AdmissionVerdict(
+        allowed=False,
+        message=(
+            f"the annotation {ANNOTATION_RESET_BY} must name the user who set {ANNOTATION_RESET_REASON} "
+            f"({wanted}, found {by!r}); it cannot be set or changed by hand"
         ),
     )
 

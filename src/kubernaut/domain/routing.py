@@ -3,15 +3,21 @@
 Pure functions of the request, the listed requests and executions, the lock holder, `now` and
 the routing policy. Checks run in a fixed order and the first one that applies decides:
 
-1. ConsecutiveFailures   the signal's workflows failed `threshold` times in a row (time-based)
-2. DuplicateInProgress   an older request for the same signal is still active (event-based)
-3. ResourceBusy          another execution is active on the target or holds its lock (event-based)
-4. RecentlyRemediated    the same workflow completed on the target a moment ago (time-based)
-5. ExponentialBackoff    the target failed before executing; wait before retrying (time-based)
-6. IneffectiveChain      the workflow "succeeded" on the signal `threshold` times in a row without the
+1. UnmanagedResource     the target's namespace (a cluster-scoped target itself) has not opted in
+                         with kubernaut.ai/managed=true (clears on the label; fails after a timeout)
+2. ConsecutiveFailures   the signal's workflows failed `threshold` times in a row (time-based)
+3. DuplicateInProgress   an older request for the same signal is still active (event-based)
+4. ResourceBusy          another execution is active on the target or holds its lock (event-based)
+5. RecentlyRemediated    the same workflow completed on the target a moment ago (time-based)
+6. ExponentialBackoff    the target failed before executing; wait before retrying (time-based)
+7. IneffectiveChain      the workflow "succeeded" on the signal `threshold` times in a row without the
    alert resolving (time-based; a person clears it sooner with `kubernaut clear-block`)
-7. PreviousExecutionFailed  a run failed mid-execution; a person must look first (permanent,
+8. RateLimited           too many executions running or started in the last hour (until a slot frees)
+9. CircuitOpen           too many execution failures cluster-wide; open until a person resets it
+10. PreviousExecutionFailed  a run failed mid-execution; a person must look first (permanent,
    only right before an execution is created)
+
+The gates (1, 8, 9) are computed in `domain.gates`.
 """
 
 from collections.abc import Iterable, Sequence
@@ -32,6 +38,7 @@ from kubernaut.domain.backoff import build_deterministic_jitter, compute_backoff
 from kubernaut.domain.dryrun import is_dry_run_outcome
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.domain.execution import ANNOTATION_CLEAR_BLOCK
+from kubernaut.domain.gates import BreakerState, Gates, check_breaker, check_rate_limits, check_scope
 from kubernaut.domain.target import build_target_string
 
 EVENT_BASED_REQUEUE = timedelta(seconds=30)
@@ -47,6 +54,8 @@ TIME_BASED_REASONS = frozenset(
         BlockReason.RECENTLY_REMEDIATED,
         BlockReason.EXPONENTIAL_BACKOFF,
         BlockReason.INEFFECTIVE_CHAIN,
+        BlockReason.UNMANAGED_RESOURCE,
+        BlockReason.RATE_LIMITED,
     }
 )
 
@@ -101,6 +110,7 @@ class RoutingDecision:
     requeue_after: timedelta | None = None
     consecutive_failure_count: int = 0
     next_allowed_execution: datetime | None = None
+    breaker: BreakerState | None = None  # CircuitOpen: the opening it was decided on
 
 
 PROCEED = RoutingDecision(kind=DecisionKind.PROCEED)
@@ -524,6 +534,53 @@ def _check_previous_execution_failed(target: str, on_target: Sequence[WorkflowEx
     )
 
 
+# --- gates: UnmanagedResource (1), RateLimited (7), CircuitOpen (8) ----------------------------
+
+
+def _check_scope(rr: RemediationRequest, gates: Gates | None, now: datetime) -> RoutingDecision | None:
+    block = check_scope(rr, gates) if gates is not None else None
+    if block is None:
+        return None
+    until = block.blocked_until
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.UNMANAGED_RESOURCE.value,
+        message=block.message,
+        blocked_until=until,
+        # the Namespace's label event wakes it; the deadline fails it
+        requeue_after=min(until - now, EVENT_BASED_REQUEUE) if until is not None else EVENT_BASED_REQUEUE,
+    )
+
+
+def _check_rate_limits(rr: RemediationRequest, gates: Gates | None, now: datetime) -> RoutingDecision | None:
+    block = check_rate_limits(rr, gates, now) if gates is not None else None
+    if block is None:
+        return None
+    until = block.blocked_until
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.RATE_LIMITED.value,
+        message=block.message,
+        blocked_until=until,
+        # an execution ending wakes it; the slot's instant otherwise
+        requeue_after=until - now if until is not None else EVENT_BASED_REQUEUE,
+    )
+
+
+def _check_breaker(gates: Gates | None, now: datetime) -> RoutingDecision | None:
+    found = check_breaker(gates, now) if gates is not None else None
+    if found is None:
+        return None
+    block, state = found
+    return RoutingDecision(
+        kind=DecisionKind.BLOCK,
+        reason=BlockReason.CIRCUIT_OPEN.value,
+        message=block.message,
+        requeue_after=EVENT_BASED_REQUEUE,  # the reset wakes it
+        breaker=state,
+    )
+
+
 # --- routing ------------------------------------------------------------------------------------
 
 
@@ -537,18 +594,24 @@ def decide_routing(
     lock: LockHolder | None,
     now: datetime,
     config: RoutingPolicy,
+    gates: Gates | None = None,
 ) -> RoutingDecision:
-    """Run the routing checks in order; the first that applies decides, else PROCEED."""
+    """Run the routing checks in order; the first that applies decides, else PROCEED.
+
+    Without `gates` the gate checks do not apply."""
     now = _utc(now)
     target = build_rr_target(rr)
     on_target = _on_target(same_target, target)
     decision = (
-        _check_consecutive_failures(rr, same_fingerprint, now, config)
+        _check_scope(rr, gates, now)
+        or _check_consecutive_failures(rr, same_fingerprint, now, config)
         or _check_duplicate(rr, same_fingerprint)
         or _check_resource_busy(rr, target, on_target, lock)
         or _check_recently_remediated(target, workflow_id, on_target, now, config)
         or _check_backoff(target, on_target, now, config)
         or check_ineffective_chain(rr, workflow_id, same_fingerprint, now, config)
+        or _check_rate_limits(rr, gates, now)
+        or _check_breaker(gates, now)
     )
     if decision is None and stage == RoutingStage.ANALYZING:
         decision = _check_previous_execution_failed(target, on_target)
@@ -614,6 +677,7 @@ def decide_blocked(
     lock: LockHolder | None,
     now: datetime,
     ineffective_chain: RoutingDecision | None = None,
+    gates: Gates | None = None,
 ) -> BlockedDecision:
     """What a Blocked request does now: stay, route again, or end as its cause dictates.
 
@@ -623,6 +687,8 @@ def decide_blocked(
     reason = rr.status.block_reason or ""
     until = _utc(rr.status.blocked_until) if rr.status.blocked_until is not None else None
 
+    if reason in _GATE_REASONS:
+        return _decide_gate(rr, reason, until, gates, now)
     if reason == BlockReason.RESOURCE_BUSY:
         return _stay(EVENT_BASED_REQUEUE) if is_target_busy(rr, same_target, lock) else _RESUME
     if reason == BlockReason.DUPLICATE_IN_PROGRESS:
@@ -642,3 +708,28 @@ def decide_blocked(
             failure_reason=f"Cooldown expired after blocking due to {reason}",
         )
     return _RESUME
+
+
+_GATE_REASONS = frozenset({BlockReason.UNMANAGED_RESOURCE, BlockReason.RATE_LIMITED, BlockReason.CIRCUIT_OPEN})
+
+
+def _decide_gate(
+    rr: RemediationRequest, reason: str, until: datetime | None, gates: Gates | None, now: datetime
+) -> BlockedDecision:
+    """A gate's block lasts while its gate is closed; routing again decides afresh."""
+    if gates is None:
+        return _RESUME
+    if reason == BlockReason.UNMANAGED_RESOURCE:
+        if _check_scope(rr, gates, now) is None:
+            return _RESUME
+        if until is not None and not now < until:
+            return BlockedDecision(
+                action=BlockedAction.FAIL,
+                failure_phase=FAILURE_PHASE_BLOCKED,
+                failure_reason=f"Blocked due to {reason} for longer than scope.unmanagedTimeout",
+            )
+        return _stay(min(until - now, EVENT_BASED_REQUEUE) if until is not None else EVENT_BASED_REQUEUE)
+    if reason == BlockReason.RATE_LIMITED:
+        limited = _check_rate_limits(rr, gates, now)
+        return _RESUME if limited is None else _stay(limited.requeue_after)
+    return _RESUME if _check_breaker(gates, now) is None else _stay(EVENT_BASED_REQUEUE)

@@ -43,6 +43,7 @@ from kubernaut.domain.approval import (
 )
 from kubernaut.domain.dryrun import decide_dry_run
 from kubernaut.domain.duration import format_rfc3339
+from kubernaut.domain.gates import BREAKER_NAMESPACE, Gates, build_breaker_notification
 from kubernaut.domain.routing import (
     BlockedAction,
     DecisionKind,
@@ -97,6 +98,10 @@ class RoutingHistory(Protocol):
 
     def notification(self, namespace: str, name: str) -> TrackedNotification | None:
         """None while it is not known whether it exists (absent before the cache has synced)."""
+        ...
+
+    def gates(self) -> Gates | None:
+        """What the gates read (scope, cluster-wide executions, the breaker's reset); None: no gates."""
         ...
 
     def approval(self, name: str) -> Mapping[str, Any] | None:
@@ -214,6 +219,7 @@ class Transition:
     approval_record: ApprovalRecord | None = None  # written before the request's status
     dry_run: DryRunCheck | None = None  # validated by the controller, which then plans its outcome
     notification: Child | None = None
+    notices: tuple[Child, ...] = ()  # created by name, not referenced by the request (the breaker's)
     terminal: bool = False
     counts_before_write: tuple[Count, ...] = ()
     counts_after_write: tuple[Count, ...] = ()
@@ -372,6 +378,7 @@ def route(
         lock=lock,
         now=now,
         config=policy,
+        gates=history.gates(),
     )
 
 
@@ -540,9 +547,17 @@ def _blocked(
         events=(rem.build_rr_event(rr, status, "orchestrator.routing.blocked", "pending", data, now),),
         notification=_exhausted_retries_notice(rr, decision, history, policy)
         or _ineffective_chain_notice(rr, decision, history, policy),
+        notices=_breaker_notice(decision, policy),
         counts_after_write=tuple(counts),
         requeue=decision.requeue_after,
     )
+
+
+def _breaker_notice(decision: RoutingDecision, policy: PlanPolicy) -> tuple[Child, ...]:
+    """Every CircuitOpen block names its opening's one notification; creating it again finds it."""
+    if decision.reason != BlockReason.CIRCUIT_OPEN or decision.breaker is None:
+        return ()
+    return (Child(build_breaker_notification(decision.breaker, BREAKER_NAMESPACE, policy.channels("critical"))),)
 
 
 def _exhausted_retries_notice(
@@ -702,6 +717,7 @@ def plan_blocked(rr: RemediationRequest, history: RoutingHistory, now: datetime,
         lock=lock,
         now=now,
         ineffective_chain=chain,
+        gates=history.gates(),
     )
     match decision.action:
         case BlockedAction.RESUME:

@@ -22,3 +22,6 @@ PipelineRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "Pipel
 TaskRunResource: Any = create_namespaced_resource("tekton.dev", "v1", "TaskRun", "taskruns")
 JobResource: Any = create_namespaced_resource("batch", "v1", "Job", "jobs")
 PodResource: Any = create_namespaced_resource("", "v1", "Pod", "pods")
+NamespaceResource: Any = create_global_resource("", "v1", "Namespace", "namespaces")
+NodeResource: Any = create_global_resource("", "v1", "Node", "nodes")
+ConfigMapResource: Any = create_namespaced_resource("", "v1", "ConfigMap", "configmaps")

@@ -8,6 +8,8 @@
   RemediationApprovalRequest into `kubernaut.ai/decided-by` (and the client, from its field manager,
   into `kubernaut.ai/decided-via`), and refuses a hand-written one, a
   second decision and one after the deadline; `POST /validate-approval` checks the stamp afterwards.
+- `POST /mutate-breaker-reset` and `/validate-breaker-reset` do the same for the circuit breaker's
+  reset on the ConfigMap kubernaut-breaker (who, and when it was admitted).
 - `POST /validate` refuses RemediationRequests, WorkflowExecutions and RemediationWorkflows whose
   spec has problems the CRD schema cannot express (target format, parameter names, bundle references).
 
@@ -35,6 +37,8 @@ from kubernaut.domain.admission import (
     decide_clearance_stamp,
     decide_decision_identity,
     decide_decision_stamp,
+    decide_reset_identity,
+    decide_reset_stamp,
     decide_validation,
 )
 
@@ -44,6 +48,8 @@ MAX_REVIEW_BYTES = 8 * 1024 * 1024  # an object and its old version, both up to 
 CERT_RELOAD_SECONDS = 30.0
 MUTATE_PATH = "/mutate-workflowexecution"
 VALIDATE_CLEARANCE_PATH = "/validate-clearance"
+MUTATE_BREAKER_PATH = "/mutate-breaker-reset"
+VALIDATE_BREAKER_PATH = "/validate-breaker-reset"
 VALIDATE_PATH = "/validate"
 MUTATE_APPROVAL_PATH = "/mutate-approval"
 VALIDATE_APPROVAL_PATH = "/validate-approval"
@@ -98,6 +104,11 @@ def decide_review(
         return decide_decision_stamp(obj, old, username, now(), field_manager), 403
     if path == VALIDATE_APPROVAL_PATH:
         return (decide_decision_identity(obj, old, username) if kind == APPROVAL_KIND else _allowed()), 403
+    if path == MUTATE_BREAKER_PATH:
+        admitted = now().replace(microsecond=0).isoformat()
+        return (decide_reset_stamp(obj, old, username, admitted) if kind == "ConfigMap" else _allowed()), 403
+    if path == VALIDATE_BREAKER_PATH:
+        return (decide_reset_identity(obj, old, username) if kind == "ConfigMap" else _allowed()), 403
     return decide_validation(kind, operation, obj, old), 422
 
 
@@ -137,7 +148,15 @@ class AdmissionServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REVIEW_BYTES)
-        for path in (MUTATE_PATH, VALIDATE_CLEARANCE_PATH, MUTATE_APPROVAL_PATH, VALIDATE_APPROVAL_PATH, VALIDATE_PATH):
+        for path in (
+            MUTATE_PATH,
+            VALIDATE_CLEARANCE_PATH,
+            MUTATE_APPROVAL_PATH,
+            VALIDATE_APPROVAL_PATH,
+            MUTATE_BREAKER_PATH,
+            VALIDATE_BREAKER_PATH,
+            VALIDATE_PATH,
+        ):
             app.router.add_post(path, self._review)
         app.router.add_get("/healthz", self._healthz)
         return app

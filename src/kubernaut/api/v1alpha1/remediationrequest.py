@@ -49,12 +49,15 @@ class Severity(StrEnum):
 
 
 class BlockReason(StrEnum):
+    UNMANAGED_RESOURCE = "UnmanagedResource"
     CONSECUTIVE_FAILURES = "ConsecutiveFailures"
     DUPLICATE_IN_PROGRESS = "DuplicateInProgress"
     RESOURCE_BUSY = "ResourceBusy"
     RECENTLY_REMEDIATED = "RecentlyRemediated"
     EXPONENTIAL_BACKOFF = "ExponentialBackoff"
     INEFFECTIVE_CHAIN = "IneffectiveChain"
+    RATE_LIMITED = "RateLimited"
+    CIRCUIT_OPEN = "CircuitOpen"
 
 
 class SkipReason(StrEnum):
