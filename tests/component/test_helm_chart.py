@@ -83,9 +83,9 @@ def test_lint_passes_with_default_and_production_values() -> None:
             "at '/audit/url': 'mysql://db/kubernaut' does not match pattern '^(sqlite:///|postgresql://|postgres://|memory://)'",
         ),
         ("execution.cooldown=five minutes", "at '/execution/cooldown'"),
-        # The operator's config has no such keys (yet): the chart refuses them rather than ignore them.
-        ("dryRun=true", "additional properties 'dryRun' not allowed"),
-        ("limits.maxConcurrentExecutions=3", "additional properties 'limits' not allowed"),
+        ("limits.maxConcurrentExecutions=0", "at '/limits/maxConcurrentExecutions': minimum: got 0, want 1"),
+        ("breaker.window=soon", "at '/breaker/window'"),
+        ("scope.requireManagedLabels=false", "additional properties 'requireManagedLabels' not allowed"),
     ],
 )
 def test_a_bad_value_fails_template_and_lint_with_a_message_naming_it(assignment: str, message: str) -> None:
@@ -105,6 +105,15 @@ def test_the_rendered_config_file_is_accepted_by_the_operator(default_render: li
     )
     assert production.notifications.critical == ["slack"]  # from extraConfig
     assert production.audit.url.startswith("postgresql://kubernaut@audit-db.databases.svc")
+
+
+def test_the_safety_gates_reach_the_operator() -> None:
+    sets = ("dryRun=true", "limits.maxConcurrentExecutions=3", "scope.requireManagedLabel=false")
+    settings = parse_settings(operator_config(render_chart(sets=sets)))
+    assert settings.dry_run.enabled is True
+    assert settings.gate_policy().max_concurrent_executions == 3
+    assert settings.gate_policy().require_managed_label is False
+    assert parse_settings(operator_config(render_chart())).gate_policy().require_managed_label is True
 
 
 def test_default_values_install_what_config_default_installs(default_render: list[Resource]) -> None:

@@ -49,6 +49,12 @@ app.kubernetes.io/component: {{ . }}
     "resyncPeriod" $v.manager.resyncPeriod
     "leaderElection" (dict "namespace" $ns "leaseDuration" $v.manager.leaderElection.leaseDuration "renewDeadline" $v.manager.leaderElection.renewDeadline "retryPeriod" $v.manager.leaderElection.retryPeriod))
   "client" (dict "qps" $v.client.qps "burst" $v.client.burst)
+  "dryRun" $v.dryRun
+  "scope" $v.scope
+  "limits" $v.limits
+  "breaker" $v.breaker
+  "approval" $v.approval
+  "effectiveness" $v.effectiveness
 -}}
 {{- if $v.notifier.slack.webhookUrlKey }}
 {{- $_ := set $cfg "notifier" (dict "slack" (dict "webhookUrlSecret" (printf "%s/%s:%s" $ns $v.notifier.channelsSecret $v.notifier.slack.webhookUrlKey))) }}
