@@ -179,9 +179,9 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option("--reason", help="Why it may run (recorded).")] = "",
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Approve a remediation awaiting approval; it runs once routing passes again.
+        """Approve a remediation awaiting approval: it runs.
 
-        Sets kubernaut.ai/decision=Approved on its RemediationApprovalRequest; the admission webhook
+        Routing runs again first (the world may have changed while it waited). Sets kubernaut.ai/decision=Approved on its RemediationApprovalRequest; the admission webhook
         records your Kubernetes user name. An approval decides once."""
         _decide(kubeconfig, rr, namespace, "Approved", reason.strip())
 
@@ -192,9 +192,9 @@ def register(app: typer.Typer) -> None:
         namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the request.")] = "default",
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Reject a remediation awaiting approval; the request fails (failurePhase approval).
+        """Reject a remediation awaiting approval: it fails.
 
-        Sets kubernaut.ai/decision=Rejected on its RemediationApprovalRequest; the admission webhook
+        The request ends Failed with failurePhase approval and your reason. Sets kubernaut.ai/decision=Rejected on its RemediationApprovalRequest; the admission webhook
         records your Kubernetes user name. An approval decides once."""
         if not reason.strip():
             raise _fail("--reason must not be empty")
