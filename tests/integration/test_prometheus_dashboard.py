@@ -40,7 +40,12 @@ COOLDOWN_SECONDS = 600
 # Panels the scenario leaves empty: no request times out, no reconcile fails or conflicts (a counter
 # with labels has no series before its first increment), and no lock is released within the 600 s
 # cooldown that keeps a target busy. Every other panel must return data.
-NOT_EXERCISED = {"Timeouts by phase", "Reconcile errors and conflicts by controller", "Lock hold time", "Time to resolution"}
+NOT_EXERCISED = {
+    "Timeouts by phase",
+    "Reconcile errors and conflicts by controller",
+    "Lock hold time",
+    "Time to resolution",
+}
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

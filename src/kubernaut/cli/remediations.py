@@ -181,7 +181,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Approve a remediation awaiting approval: it runs.
 
-        Routing runs again first (the world may have changed while it waited). Sets kubernaut.ai/decision=Approved on its RemediationApprovalRequest; the admission webhook
+        Routing runs again first (the world may have changed while it waited). Sets
+        kubernaut.ai/decision=Approved on its RemediationApprovalRequest; the admission webhook
         records your Kubernetes user name. An approval decides once."""
         _decide(kubeconfig, rr, namespace, "Approved", reason.strip())
 
@@ -194,7 +195,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reject a remediation awaiting approval: it fails.
 
-        The request ends Failed with failurePhase approval and your reason. Sets kubernaut.ai/decision=Rejected on its RemediationApprovalRequest; the admission webhook
+        The request ends Failed with failurePhase approval and your reason. Sets
+        kubernaut.ai/decision=Rejected on its RemediationApprovalRequest; the admission webhook
         records your Kubernetes user name. An approval decides once."""
         if not reason.strip():
             raise _fail("--reason must not be empty")
