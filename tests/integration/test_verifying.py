@@ -47,11 +47,11 @@ RESOLVE_TIMEOUT = "2s"
 
 
 @contextlib.asynccontextmanager
-async def firing(session: aiohttp.ClientSession, url: str, signal: str) -> AsyncIterator[asyncio.Event]:
-    """Post the alert every half second until the yielded event is set."""
+async def firing(session: aiohttp.ClientSession, url: str, signal: str, namespace: str) -> AsyncIterator[asyncio.Event]:
+    """Post the alert (on Deployment api in `namespace`) every half second until the yielded event is set."""
     stop = asyncio.Event()
     body = {
-        "labels": {"alertname": signal, "namespace": "shop", "deployment": "api", "severity": "critical"},
+        "labels": {"alertname": signal, "namespace": namespace, "deployment": "api", "severity": "critical"},
         "annotations": {"summary": "api is down"},
         "startsAt": datetime.now(UTC).isoformat(),
     }
@@ -114,11 +114,13 @@ async def system(
     capture: Capture,  # noqa: F811
     tmp_path: Path,
     window: str,
-) -> AsyncIterator[tuple[str, aiohttp.ClientSession, MemoryAuditSink, str]]:
-    """Catalog entry, orchestrator, Alertmanager: (signal name, session, audit, Alertmanager URL)."""
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession, MemoryAuditSink, str, str]]:
+    """Catalog entry, orchestrator, Alertmanager: (signal name, session, audit, Alertmanager URL, the
+    target's namespace)."""
     server, token = gateway
     exec_ns = await create_namespace(kube, "exec")
     signal = f"ApiDown{uuid.uuid4().hex[:8]}"
+    shop = await create_namespace(kube, "shop")  # where the alert's Deployment lives, opted in
     audit = MemoryAuditSink()
     settings = settings_for(exec_ns, effectiveness={"window": window}, routing={"recentlyRemediatedCooldown": "0s"})
     async with (
@@ -130,7 +132,7 @@ async def system(
             tmp_path, server.webhook_url, token, capture.url, resolve_timeout=RESOLVE_TIMEOUT
         ) as am_url:
             await wait_ready(session, am_url, tmp_path)
-            yield signal, session, audit, am_url
+            yield signal, session, audit, am_url, shop
 
 
 async def test_an_alert_resolving_after_the_workflow_makes_it_effective(
@@ -141,8 +143,8 @@ async def test_an_alert_resolving_after_the_workflow_makes_it_effective(
     capture: Capture,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    async with system(kube, kubeconfig, gateway, capture, tmp_path, "60s") as (signal, session, audit, am_url):
-        async with firing(session, am_url, signal) as stop:
+    async with system(kube, kubeconfig, gateway, capture, tmp_path, "60s") as (signal, session, audit, am_url, shop):
+        async with firing(session, am_url, signal, shop) as stop:
             name = await next_request(kube, namespace, [])
             await run_workflow(kube, name, namespace)
             verifying = await wait_phase(kube, name, namespace, "Verifying")
@@ -184,8 +186,8 @@ async def test_an_alert_resolved_before_the_workflow_finished_counts_as_resolved
     capture: Capture,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    async with system(kube, kubeconfig, gateway, capture, tmp_path, "60s") as (signal, session, audit, am_url):
-        async with firing(session, am_url, signal) as stop:
+    async with system(kube, kubeconfig, gateway, capture, tmp_path, "60s") as (signal, session, audit, am_url, shop):
+        async with firing(session, am_url, signal, shop) as stop:
             name = await next_request(kube, namespace, [])
             await wait_phase(kube, name, namespace, "Executing")
             stop.set()
@@ -209,8 +211,8 @@ async def test_an_alert_that_keeps_firing_is_ineffective_and_three_in_a_row_bloc
 ) -> None:
     seen: list[str] = []
     async with (
-        system(kube, kubeconfig, gateway, capture, tmp_path, "2s") as (signal, session, audit, am_url),
-        firing(session, am_url, signal),
+        system(kube, kubeconfig, gateway, capture, tmp_path, "2s") as (signal, session, audit, am_url, shop),
+        firing(session, am_url, signal, shop),
     ):
         for _ in range(3):
             name = await next_request(kube, namespace, seen)

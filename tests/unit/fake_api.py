@@ -16,6 +16,13 @@ def build_conflict() -> ApiError:
     return ApiError(request=request, response=response)
 
 
+def build_unavailable() -> ApiError:
+    request = httpx2.Request("PATCH", "https://127.0.0.1/apis/kubernaut.ai/v1alpha1")
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503}
+    response = httpx2.Response(503, content=json.dumps(status).encode(), request=request)
+    return ApiError(request=request, response=response)
+
+
 def merge(target: Any, patch: Any) -> Any:
     """RFC 7386."""
     if not isinstance(patch, dict):

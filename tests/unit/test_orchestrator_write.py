@@ -6,7 +6,7 @@ patches with the resourceVersion precondition and answers 409 on a stale one, as
 """
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,8 @@ from kubernaut.config import parse_settings
 from kubernaut.controllers import orchestrator
 from kubernaut.controllers.kinds import RR_KIND
 from kubernaut.controllers.manager import Manager
-from tests.unit.fake_api import FakeApi
+from kubernaut.kube.errors import Transient
+from tests.unit.fake_api import FakeApi, Wire, build_unavailable
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NS = "team"
@@ -105,3 +106,49 @@ async def test_a_count_raised_between_read_and_write_is_kept(status: dict[str, A
     assert len(api.status_patches) == 2
     assert all("deduplication" not in patch for patch in api.status_patches)
     assert (ro.rrs.get(KEY) or {})["status"]["deduplication"]["occurrenceCount"] == 2
+
+
+class UnavailableOnce(FakeApi):
+    """The API server answers the first status write with 503, writing nothing."""
+
+    async def patch(self, resource: Any, name: str, body: dict[str, Any], **kwargs: Any) -> Wire:
+        if not self.status_patches:
+            self.status_patches.append(body["status"])
+            raise build_unavailable()
+        return await super().patch(resource, name, body, **kwargs)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+async def test_a_transition_whose_write_failed_is_written_again_not_decided_afresh() -> None:
+    # Its audit event is recorded before the write: deciding again later could decide another
+    # transition under the same number, and the trail would hold a transition that never happened.
+    body = build_rr({"deduplication": DEDUP, "overallPhase": "Pending", "transitionCount": 1})
+    api = UnavailableOnce(body)
+    settings = parse_settings(
+        {"execution": {"namespace": "exec"}, "audit": {"url": "memory://"}, "scope": {"requireManagedLabel": False}}
+    )
+    clock = [NOW]
+    manager = Manager(client=api, settings=settings, audit=None, clock=lambda: clock[0])  # type: ignore[arg-type]
+    audit = Recording()
+    manager.audit = audit  # type: ignore[assignment]
+    ro = orchestrator.setup(manager)
+    manager.dispatch(RR_KIND.plural, "ADDED", body)
+
+    with pytest.raises(Transient):
+        await ro.reconcile(KEY)
+    recorded = [e.event_type for e in audit.events]
+    clock[0] = NOW + timedelta(minutes=3)  # a pass deciding afresh would write other times
+    await ro.reconcile(KEY)
+
+    assert [e.event_type for e in audit.events] == recorded  # nothing recorded twice
+    first, second = api.status_patches
+    assert second == first  # the same change, written again
+    assert api.body["status"]["overallPhase"] == "Analyzing"
+    assert api.body["status"]["transitionCount"] == 2

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -115,6 +116,29 @@ def _parse_workflow(body: Body) -> RemediationWorkflow:
     return RemediationWorkflow.from_wire(body)
 
 
+@dataclass(frozen=True)
+class _Unwritten:
+    """A transition whose audit events are recorded but whose status write failed (the API server
+    was unreachable, say). The next pass writes the same change again instead of deciding afresh,
+    which could decide another transition under the same number: the audit trail then holds
+    exactly the transitions the request made."""
+
+    uid: str
+    phase: str | None
+    transition_count: int
+    patch: dict[str, Any]
+    counts_after_write: tuple[tr.Count, ...]
+    requeue: timedelta | None
+
+    def applies_to(self, rr: RemediationRequest) -> bool:
+        phase = rr.status.overall_phase.value if rr.status.overall_phase else None
+        return (rr.metadata.uid, phase, rr.status.transition_count or 0) == (
+            self.uid,
+            self.phase,
+            self.transition_count,
+        )
+
+
 class Orchestrator:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
@@ -130,6 +154,7 @@ class Orchestrator:
             effectiveness=self.effectiveness,
         )
         self.audit = manager.audit
+        self._unwritten: dict[str, _Unwritten] = {}
         self.clock = manager.clock
         self.exec_namespace = manager.settings.execution.namespace
         self.service_account = manager.settings.execution.service_account
@@ -278,6 +303,7 @@ class Orchestrator:
     async def reconcile(self, key: str) -> Result:
         body = self.rrs.get(key)
         if body is None:
+            self._unwritten.pop(key, None)
             return Result.done()
         try:
             # A finished request's model is not kept: with a long history that would be a second,
@@ -302,6 +328,9 @@ class Orchestrator:
             )
 
     async def _reconcile(self, rr: RemediationRequest) -> Result:
+        unwritten = self._unwritten.pop(rr.key, None)
+        if unwritten is not None and unwritten.applies_to(rr):
+            return await self._write_transition(rr, unwritten)
         now = self.clock()
         history = CachedHistory(self, rr)
         match tr.reads_for(rr, now, self.timeouts):
@@ -353,8 +382,22 @@ class Orchestrator:
         if transition.terminal:
             crash_point("orchestrator.terminal-recorded")
         _count(transition.counts_before_write)
-        if status is not None:
-            await self._write(rr, status)
+        phase = rr.status.overall_phase.value if rr.status.overall_phase else None
+        unwritten = _Unwritten(
+            uid=rr.metadata.uid,
+            phase=phase,
+            transition_count=rr.status.transition_count or 0,
+            patch=build_merge_patch(rr.status.to_wire(), status.to_wire()) if status is not None else {},
+            counts_after_write=transition.counts_after_write,
+            requeue=transition.requeue,
+        )
+        return await self._write_transition(rr, unwritten)
+
+    async def _write_transition(self, rr: RemediationRequest, transition: _Unwritten) -> Result:
+        """Write a transition's status change, then count it; kept for the next pass if the write fails."""
+        self._unwritten[rr.key] = transition
+        await self._write(rr, transition.patch)
+        del self._unwritten[rr.key]
         _count(transition.counts_after_write)
         if transition.requeue is None:
             return Result.done()
@@ -449,7 +492,7 @@ class Orchestrator:
         except Exception as exc:  # audit failures are logged and never change routing
             log.warning("Audit event %s for %s not recorded: %s", event.event_type, rr.key, exc)
 
-    async def _write(self, rr: RemediationRequest, status: RemediationRequestStatus) -> None:
+    async def _write(self, rr: RemediationRequest, patch: dict[str, Any]) -> None:
         """Merge-patch the status, with the resourceVersion the pass decided from as precondition.
 
         The audit event of a transition is recorded before this write, so the write must not be given
@@ -462,7 +505,6 @@ class Orchestrator:
         the cache may already hold someone else's newer write (a raised deduplication count), and a
         diff against it would carry the stale value back, on this write or on a retry after a conflict.
         """
-        patch = build_merge_patch(rr.status.to_wire(), status.to_wire())
         if not patch:
             return
         version = rr.metadata.resource_version
