@@ -218,7 +218,10 @@ async def sample_latency(client: AsyncClient, samples: int, label: str) -> list[
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), 1)
             if done[name] != "Completed" or name not in wfe_seen:
-                raise RuntimeError(f"sample {name} ended {done[name]} without running")
+                ended = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
+                raise RuntimeError(
+                    f"sample {name} ended {done[name]} without running: {json.dumps(ended.get('status'))}"
+                )
             latencies.append(wfe_seen[name] - seen[name])
     finally:
         for task in tasks:

@@ -339,9 +339,13 @@ class Orchestrator:
                 # find it free and both create an execution, and the one losing the PipelineRun race
                 # would fail. The clock is read again once held: an execution may have finished during
                 # the wait, and a decision from before it would see that completion in the future.
+                # Held until the execution exists (and is in the cache, where the next decision on
+                # the target, or under the rate limits, sees it); the audit and the status write of
+                # the transition need neither lock.
                 async with self._target_lock(history.target), self._gate_lock:
                     now = self.clock()
-                    return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
+                    transition = await self._create_child(rr, tr.plan(rr, history, now, self.policy), now)
+                return await self._record_and_write(rr, transition)
             case tr.Reads.EXECUTION:
                 await self._read_execution(rr, tr.execution_name(rr))
             case tr.Reads.METRICS:
@@ -366,10 +370,10 @@ class Orchestrator:
         """Perform a planned transition: the execution first (the transition to Executing is true only
         once it exists), then the audit events, the notification, the status write (audit before the
         write: a retried transition records the same events again, deduplicated), then the counts."""
-        if transition.dry_run is not None:
-            lock_name, refusal = await self._validate_dry_run(transition.dry_run.execution)
-            transition = tr.plan_dry_run_validated(rr, transition.dry_run, lock_name, refusal, now)
-        transition = await self._create_child(rr, transition, now)
+        return await self._record_and_write(rr, await self._create_child(rr, transition, now))
+
+    async def _record_and_write(self, rr: RemediationRequest, transition: tr.Transition) -> Result:
+        """The rest of a transition once its execution exists: approval, notices, audit, status."""
         if transition.approval is not None:
             await self._create_approval(transition.approval.manifest)
         if transition.approval_record is not None:
@@ -404,7 +408,10 @@ class Orchestrator:
         return Result.after(transition.requeue.total_seconds())
 
     async def _create_child(self, rr: RemediationRequest, transition: tr.Transition, now: datetime) -> tr.Transition:
-        """Create the transition's execution; the transition to apply after it."""
+        """Create the transition's execution (or validate its dry run); the transition to apply after it."""
+        if transition.dry_run is not None:
+            lock_name, refusal = await self._validate_dry_run(transition.dry_run.execution)
+            transition = tr.plan_dry_run_validated(rr, transition.dry_run, lock_name, refusal, now)
         child = transition.execution
         if child is None:
             return transition
