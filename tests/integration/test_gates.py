@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from lightkube.resources.core_v1 import ConfigMap
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from kubernaut.audit.memory import MemoryAuditSink
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.devcluster.webhook import start_dev_webhook
 from kubernaut.domain.gates import MANAGED_LABEL
 from kubernaut.kube.client import make_client, patch_object
@@ -37,6 +35,7 @@ from tests.integration.operator_process import (
     tekton_standin,
     user_kubeconfig,
 )
+from tests.integration.orchestrator_support import standin
 from tests.integration.rr import rr_manifest, rr_status
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
@@ -44,17 +43,6 @@ __all__ = ["cluster"]  # the fixture, imported for pytest
 SUCCEED = "kubernaut.local/standin/succeed:1tasks-1s"
 FAIL = "kubernaut.local/standin/fail:task1of1-0s"
 RESET_BY = "kubernaut.ai/breaker-reset-by"
-
-
-@contextlib.asynccontextmanager
-async def standin(kube: AsyncClient, exec_ns: str) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(TektonStandIn(kube, exec_ns).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def phase_of(kube: AsyncClient, name: str, namespace: str, *phases: str) -> dict[str, Any] | None:
