@@ -1,7 +1,7 @@
 """What every benchmark shares: the control plane with an audit log, identities, the machine, statistics.
 
 The API server writes one audit line per request, so the requests of each identity (the
-controllers, the Tekton stand-in, the bench itself) can be counted by verb and resource. Each
+controllers, the bench playing Tekton, the bench itself) can be counted by verb and resource. Each
 identity is a client certificate in group system:masters, exempt from API priority and fairness
 like a cluster's own controllers.
 """
@@ -316,7 +316,7 @@ async def warm_up(client: AsyncClient, rounds: int = 40) -> None:
         await client.deletecollection(resource, namespace=namespace)
 
 
-# -- processes: the controllers and the Tekton stand-in --------------------------------------------
+# -- processes: the controllers and Tekton's part --------------------------------------------------
 
 
 @dataclass

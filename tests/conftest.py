@@ -1,9 +1,9 @@
-"""Shared fixtures: one real control plane per test session, a fresh namespace per test."""
+"""Shared fixtures: the session's real control planes (one with Tekton, one without its controllers)
+and bundle registry, a fresh namespace per test."""
 
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,13 +12,13 @@ from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from kubernaut.devcluster.binaries import find_tekton_binaries
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.devcluster.registry import start_registry
-from kubernaut.devcluster.tekton import TektonInfo, start_tekton
 from kubernaut.kube.client import install_crds, make_client
-from kubernaut.paths import crd_paths, project_dir
+from kubernaut.paths import crd_paths
+from tests.integration import tekton_support
 from tests.integration.harness import MANAGED, STATE_KUBECONFIG, TEST_NAMESPACES, track_namespace
+from tests.integration.tekton_support import TektonCluster, started_tekton_cluster, tekton_binaries, wants_tekton
 
 pytest_plugins = ["tests.conftest_postgres"]
 
@@ -37,8 +37,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """The local control plane (etcd, kube-apiserver, controller manager, scheduler, kwok), started once
-    for the whole session and always stopped."""
+    """The local control plane without Tekton's controllers (etcd, kube-apiserver, controller manager,
+    scheduler, kwok), started once for the whole session and always stopped. Tests that write a
+    PipelineRun's status themselves, to pin an exact case, run here."""
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
     plane.start()
     try:
@@ -48,56 +49,55 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(control_plane: ControlPlane) -> Iterator[Path]:
-    STATE_KUBECONFIG.append(control_plane.kubeconfig)
-    yield control_plane.kubeconfig
-    STATE_KUBECONFIG.remove(control_plane.kubeconfig)
+def bundle_registry(control_plane: ControlPlane) -> Iterator[str]:
+    """The session's local OCI registry, which every control plane's Tekton pulls bundles from."""
+    registry = start_registry(control_plane, tekton_binaries().crane)
+    tekton_support.REGISTRY.append(registry)
+    yield registry
+    tekton_support.REGISTRY.remove(registry)
+
+
+@pytest.fixture(scope="session")
+def tekton_cluster(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> Iterator[TektonCluster]:
+    """The session's control plane with real Tekton, for the tests marked `tekton`."""
+    with started_tekton_cluster(tmp_path_factory.mktemp("tekton-plane"), bundle_registry) as cluster:
+        yield cluster
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
-    client = make_client(kubeconfig)
+async def plain_kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
+    client = make_client(control_plane.kubeconfig)
     await install_crds(client, crd_paths())
     yield client
     await client.close()
 
 
-@dataclass(frozen=True)
-class TektonCluster:
-    """A control plane of its own running real Tekton (controller and resolvers) and a registry."""
-
-    plane: ControlPlane
-    tekton: TektonInfo
-    registry: str  # host:port, plain HTTP
-
-
-@pytest.fixture(scope="module")
-def tekton_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TektonCluster]:
-    """Real Tekton on a control plane apart from the session's (whose Tekton CRDs are the stand-in's),
-    for one test module."""
-    binaries = find_tekton_binaries()
-    if binaries is None:  # a cold build takes a quarter of an hour: longer than a test may take
-        pytest.fail("Tekton's binaries are not built: run `.venv/bin/python -m kubernaut.devcluster.binaries --tekton`")
-    plane = ControlPlane(tmp_path_factory.mktemp("tekton-plane"))
-    plane.start()
-    try:
-        info = start_tekton(plane, binaries)
-        registry = start_registry(plane, binaries.crane)
-        STATE_KUBECONFIG.append(plane.kubeconfig)
-        yield TektonCluster(plane, info, registry)
-    finally:
-        if plane.kubeconfig in STATE_KUBECONFIG:
-            STATE_KUBECONFIG.remove(plane.kubeconfig)
-        plane.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def tekton_kube(tekton_cluster: TektonCluster) -> AsyncIterator[AsyncClient]:
     """A client of the Tekton cluster with kubernaut's CRDs installed (Tekton's are its own)."""
     client = make_client(tekton_cluster.plane.kubeconfig)
-    await install_crds(client, [project_dir() / "config" / "crd" / "bases"])
+    await install_crds(client, crd_paths(tekton_crds=False))
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The kubeconfig of the module's control plane: with real Tekton if the module is marked `tekton`."""
+    if wants_tekton(request):
+        path = request.getfixturevalue("tekton_cluster").plane.kubeconfig
+    else:
+        path = request.getfixturevalue("control_plane").kubeconfig
+    STATE_KUBECONFIG.append(path)
+    yield path
+    STATE_KUBECONFIG.remove(path)
+
+
+@pytest.fixture(scope="module")
+def kube(request: pytest.FixtureRequest, kubeconfig: Path) -> AsyncClient:
+    """An admin client of the test's control plane, with kubernaut's CRDs installed."""
+    client: AsyncClient = request.getfixturevalue("tekton_kube" if wants_tekton(request) else "plain_kube")
+    return client
 
 
 @pytest.fixture(autouse=True)

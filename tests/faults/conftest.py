@@ -1,6 +1,8 @@
 """Fault tests run on a control plane of their own: they restart its API server and etcd, and load
 it hard, without disturbing the rest of the suite. `--long` selects the long variants."""
 
+import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +12,14 @@ import pytest_asyncio
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.controlplane import ControlPlane
+from kubernaut.devcluster.tekton import restart_exited
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.paths import crd_paths
 from tests.faults.support import clear_cluster
 from tests.integration.harness import STATE_KUBECONFIG
+from tests.integration.tekton_support import started_tekton_cluster, wants_tekton
+
+log = logging.getLogger(__name__)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,6 +57,7 @@ def scale() -> Scale:
 
 @pytest.fixture(scope="package")
 def fault_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Without Tekton's controllers, for tests that play Tekton themselves."""
     plane = ControlPlane(tmp_path_factory.mktemp("fault-plane"))
     plane.start()
     try:
@@ -60,18 +67,62 @@ def fault_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPla
 
 
 @pytest.fixture(scope="package")
-def kubeconfig(fault_plane: ControlPlane) -> Iterator[Path]:
-    STATE_KUBECONFIG.append(fault_plane.kubeconfig)
-    yield fault_plane.kubeconfig
-    STATE_KUBECONFIG.remove(fault_plane.kubeconfig)
+def fault_tekton_plane(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> Iterator[ControlPlane]:
+    """With real Tekton, for the modules marked `tekton`. Tekton's processes exit when the API server
+    restarts under them; they are started again, as a cluster's kubelet restarts them."""
+    with started_tekton_cluster(tmp_path_factory.mktemp("fault-tekton-plane"), bundle_registry) as cluster:
+        stop = threading.Event()
+        supervisor = threading.Thread(target=_keep_tekton_running, args=(cluster.plane, stop), daemon=True)
+        supervisor.start()
+        try:
+            yield cluster.plane
+        finally:
+            stop.set()
+            supervisor.join(timeout=180)
+
+
+def _keep_tekton_running(plane: ControlPlane, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        try:
+            restart_exited(plane)
+        except Exception as exc:  # the API server may be down right now: try again
+            log.warning("Tekton not started again yet: %s", exc)
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
-async def kube(kubeconfig: Path) -> AsyncIterator[AsyncClient]:
-    client = make_client(kubeconfig)
+async def fault_plain_kube(fault_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
+    client = make_client(fault_plane.kubeconfig)
     await install_crds(client, crd_paths())
     yield client
     await client.close()
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def fault_tekton_kube(fault_tekton_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
+    client = make_client(fault_tekton_plane.kubeconfig)
+    await install_crds(client, crd_paths(tekton_crds=False))
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def fault_plane_of_module(request: pytest.FixtureRequest) -> ControlPlane:
+    """The fault plane the module runs on: with real Tekton if it is marked `tekton`."""
+    plane: ControlPlane = request.getfixturevalue("fault_tekton_plane" if wants_tekton(request) else "fault_plane")
+    return plane
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(fault_plane_of_module: ControlPlane) -> Iterator[Path]:
+    STATE_KUBECONFIG.append(fault_plane_of_module.kubeconfig)
+    yield fault_plane_of_module.kubeconfig
+    STATE_KUBECONFIG.remove(fault_plane_of_module.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def kube(request: pytest.FixtureRequest, kubeconfig: Path) -> AsyncClient:
+    client: AsyncClient = request.getfixturevalue("fault_tekton_kube" if wants_tekton(request) else "fault_plain_kube")
+    return client
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -40,9 +40,9 @@ from kubernaut.kube.resources import (
 )
 from tests.integration.harness import TEST_THROUGHPUT, eventually
 from tests.integration.rr import fingerprint, rr_manifest
+from tests.integration.tekton_support import played
 
 TERMINAL = {"Completed", "Failed", "TimedOut", "Skipped", "Cancelled"}
-STANDIN = "kubernaut.local/standin"
 
 
 DEADLINE_SECONDS = 280.0
@@ -326,11 +326,11 @@ class Workload:
         if roll < 0.1 and self._fingerprints:
             kind, fp = "duplicate", self.random.choice(self._fingerprints[-5:])
             target = {"kind": "Deployment", "name": f"dup-{fp[:8]}", "namespace": self.namespace}
-            bundle = f"{STANDIN}/succeed:1tasks-1s"
+            bundle = played("succeed:1tasks-1s")
         elif roll < 0.2:
             kind, fp = "fails", fingerprint(f"{self.namespace}-{name}")
             target = {"kind": "Deployment", "name": f"broken-{index}", "namespace": self.namespace}
-            bundle = f"{STANDIN}/fail:task1of1-exit3-500ms"
+            bundle = played("fail:task1of1-exit3-500ms")
         else:
             kind, fp = "succeeds", fingerprint(f"{self.namespace}-{name}")
             target = {
@@ -338,7 +338,7 @@ class Workload:
                 "name": f"app-{self.random.randrange(self.targets)}",
                 "namespace": self.namespace,
             }
-            bundle = f"{STANDIN}/succeed:1tasks-{self.random.choice(['300ms', '1s', '2s'])}"
+            bundle = played(f"succeed:1tasks-{self.random.choice(['300ms', '1s', '2s'])}")
         if kind == "succeeds" and self.random.random() < 0.3:
             self._fingerprints.append(fp)
             target = {"kind": "Deployment", "name": f"dup-{fp[:8]}", "namespace": self.namespace}

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,6 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from prometheus_client import REGISTRY
 
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import (
     RemediationRequestResource,
     RemediationWorkflowResource,
@@ -30,12 +30,14 @@ from kubernaut.kube.resources import (
 )
 from tests.faults.conftest import long_run
 from tests.faults.passes import counting
-from tests.faults.support import TERMINAL, background, deadline
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.faults.support import TERMINAL, deadline
+from tests.integration.harness import create_execution_namespace, create_namespace, eventually, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest
+from tests.integration.tekton_support import missing, played
+
+pytestmark = pytest.mark.tekton
 
 EXAMPLES = 150 if long_run() else 30
-STANDIN = "kubernaut.local/standin"
 LABEL = "faults.kubernaut.ai/bad-input"
 
 
@@ -68,7 +70,7 @@ def reconcile_total(namespace: str) -> float:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def garbage(kube: AsyncClient) -> AsyncIterator[Garbage]:
     yield Garbage(
-        await create_namespace(kube, "bad"), await create_namespace(kube, "bad"), await create_namespace(kube, "exec")
+        await create_namespace(kube, "bad"), await create_namespace(kube, "bad"), await create_execution_namespace(kube)
     )
     async for entry in kube.list(RemediationWorkflowResource, labels={LABEL: "true"}):
         await kube.delete(RemediationWorkflowResource, entry.metadata.name)
@@ -99,9 +101,11 @@ huge_parameters = st.dictionaries(
     max_size=300,
 )
 bundles = st.one_of(
-    st.sampled_from([f"{STANDIN}/fail:task1of1-0s", f"{STANDIN}/nonsense:zzz", f"{STANDIN}/succeed:99tasks-0s"]), nasty
+    st.sampled_from(["fail:task1of1-0s", "nonsense:zzz", "succeed:99tasks-0s"]).map(missing),
+    st.just("fail:task1of1-0s").map(played),
+    nasty,
 )
-GOOD_BUNDLE = f"{STANDIN}/succeed:1tasks-0s"
+GOOD_BUNDLE = "succeed:1tasks-0s"
 
 
 def _unique(prefix: str) -> str:
@@ -136,7 +140,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         "",
         target={"kind": "Deployment", "name": _unique("app"), "namespace": "somewhere"},
         fp=fingerprint(uuid.uuid4().hex),
-        bundle=GOOD_BUNDLE,
+        bundle=played(GOOD_BUNDLE),
     )
     for part in draw(st.lists(st.sampled_from(sorted(RR_PARTS)), min_size=1, max_size=2, unique=True)):
         RR_PARTS[part](manifest, draw)
@@ -164,7 +168,7 @@ def executions(draw: st.DrawFn) -> dict[str, Any]:
         "metadata": {"name": _unique("we")},
         "spec": {
             "remediationRequestRef": {"name": "nobody", "namespace": "nowhere"},
-            "workflowRef": {"workflowId": "wf", "version": "1", "containerImage": GOOD_BUNDLE},
+            "workflowRef": {"workflowId": "wf", "version": "1", "containerImage": played(GOOD_BUNDLE)},
             "targetResource": f"somewhere/Deployment/{_unique('app')}",
         },
     }
@@ -197,7 +201,7 @@ def catalog_entries(draw: st.DrawFn) -> dict[str, Any]:
         "apiVersion": "kubernaut.ai/v1alpha1",
         "kind": "RemediationWorkflow",
         "metadata": {"name": _unique("bad"), "labels": {LABEL: "true"}},
-        "spec": {"workflowId": "bad-workflow", "version": "1", "containerImage": GOOD_BUNDLE},
+        "spec": {"workflowId": "bad-workflow", "version": "1", "containerImage": played(GOOD_BUNDLE)},
     }
     for part in draw(st.lists(st.sampled_from(sorted(WORKFLOW_PARTS)), min_size=1, max_size=2, unique=True)):
         WORKFLOW_PARTS[part](manifest, draw)
@@ -260,7 +264,6 @@ async def test_whatever_was_accepted_ends_clearly_and_holds_up_nothing(
     settings = settings_for(garbage.exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
     before = sum(reconcile_total(ns) for ns in namespaces)
     async with (
-        background(TektonStandIn(kube, garbage.exec_ns)),
         running(
             kubeconfig, settings, ("orchestrator", "executor"), namespaces=(*namespaces, garbage.exec_ns)
         ) as manager,
@@ -275,7 +278,7 @@ async def test_whatever_was_accepted_ends_clearly_and_holds_up_nothing(
             for manifest in garbage.accepted["wfe"]:
                 await create(kube, WorkflowExecutionResource, manifest, garbage.live)
             # Then valid requests: one naming its workflow, one picking it from the (garbage-laden) catalog.
-            await create(kube, RemediationWorkflowResource, GOOD_ENTRY, None)
+            await create(kube, RemediationWorkflowResource, good_entry(), None)
             ns = garbage.live
             target = {"kind": "Deployment", "name": "after-the-garbage", "namespace": ns}
             await create(kube, RemediationRequestResource, rr_manifest("good-explicit", ns, target=target), ns)
@@ -344,20 +347,21 @@ async def test_whatever_was_accepted_ends_clearly_and_holds_up_nothing(
     )
 
 
-GOOD_ENTRY = {
-    "apiVersion": "kubernaut.ai/v1alpha1",
-    "kind": "RemediationWorkflow",
-    # Generated entries without match rules fit every request: this one must win on priority (the
-    # highest the API server takes) and, on a tie, on its name.
-    "metadata": {"name": "aa-good-entry", "labels": {LABEL: "true"}},
-    "spec": {
-        "workflowId": "good-workflow",
-        "version": "1.0.0",
-        "containerImage": GOOD_BUNDLE,
-        "match": {"signalNames": ["GoodSignal"]},
-        "priority": 2**63 - 1,
-    },
-}
+def good_entry() -> dict[str, Any]:
+    return {
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationWorkflow",
+        # Generated entries without match rules fit every request: this one must win on priority (the
+        # highest the API server takes) and, on a tie, on its name.
+        "metadata": {"name": "aa-good-entry", "labels": {LABEL: "true"}},
+        "spec": {
+            "workflowId": "good-workflow",
+            "version": "1.0.0",
+            "containerImage": played(GOOD_BUNDLE),
+            "match": {"signalNames": ["GoodSignal"]},
+            "priority": 2**63 - 1,
+        },
+    }
 
 
 def _phase(body: dict[str, Any], key: str) -> Any:

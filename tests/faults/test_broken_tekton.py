@@ -13,7 +13,7 @@ from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.faults.passes import counting
 from tests.faults.support import deadline, take_snapshot
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest, rr_status
 
 NOW = "2025-12-15T10:00:00Z"
@@ -79,7 +79,7 @@ BROKEN: list[tuple[str, Any, str]] = [
 async def test_broken_pipelinerun_status_never_crashes_or_wedges_the_executor(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")  # no Tekton stand-in here: the test plays Tekton
+    exec_ns = await create_execution_namespace(kube)  # no Tekton stand-in here: the test plays Tekton
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
     async with running(kubeconfig, settings, ("orchestrator", "executor")) as manager:
         with counting(manager) as passes:

@@ -14,7 +14,6 @@ from kubernaut.api.audit import build_event_id
 from kubernaut.api.v1alpha1.remediationrequest import RemediationRequest
 from kubernaut.api.v1alpha1.workflowexecution import WorkflowExecution
 from kubernaut.audit.factory import open_audit_sink
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain import remediation as rem
 from kubernaut.domain.routing import (
     BlockedAction,
@@ -25,9 +24,12 @@ from kubernaut.domain.routing import (
     decide_routing,
 )
 from kubernaut.kube.resources import RemediationRequestResource
-from tests.faults.support import background, deadline, read_audit, wait_locks_released
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.faults.support import deadline, read_audit, wait_locks_released
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.rr import fingerprint, rr_manifest, rr_status
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 T0 = datetime(2025, 12, 15, 10, 0, 0, tzinfo=UTC)
 
@@ -141,7 +143,7 @@ async def test_backoff_with_jitter_blocks_once_and_resumes_once(
 ) -> None:
     """End to end with real short durations: a pre-execution failure puts the target in a jittered
     back-off; the next request is Blocked exactly once and runs when the back-off ends."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit_db = tmp_path / "audit.db"
     settings = settings_for(
         exec_ns,
@@ -152,13 +154,10 @@ async def test_backoff_with_jitter_blocks_once_and_resumes_once(
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with (
         open_audit_sink(settings.audit) as audit,
-        background(TektonStandIn(kube, exec_ns)),
         running(kubeconfig, settings, ("orchestrator", "executor"), audit=audit),
     ):
         await kube.create(
-            RemediationRequestResource(
-                rr_manifest("rr-pull", namespace, target=target, bundle="kubernaut.local/standin/imagepull:0s")
-            )
+            RemediationRequestResource(rr_manifest("rr-pull", namespace, target=target, bundle=played("imagepull:0s")))
         )
 
         async def failed() -> bool:
@@ -168,7 +167,7 @@ async def test_backoff_with_jitter_blocks_once_and_resumes_once(
         await wait_locks_released(kube, exec_ns, 1.0, timeout=10)  # so that only the back-off holds rr-next
         await kube.create(
             RemediationRequestResource(
-                rr_manifest("rr-next", namespace, target=target, bundle="kubernaut.local/standin/succeed:1tasks-0s")
+                rr_manifest("rr-next", namespace, target=target, bundle=played("succeed:1tasks-0s"))
             )
         )
 

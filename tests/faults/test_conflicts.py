@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
 from kubernaut.audit.factory import open_audit_sink
 from kubernaut.controllers.manager import Manager
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from tests.faults.conftest import Scale
 from tests.faults.support import (
     PipelineRunLedger,
@@ -31,7 +31,9 @@ from tests.faults.support import (
     wait_locks_released,
     wait_settled,
 )
-from tests.integration.harness import create_namespace, running, settings_for
+from tests.integration.harness import create_execution_namespace, running, settings_for
+
+pytestmark = pytest.mark.tekton
 
 
 def build_api_error(code: int, reason: str, message: str, method: str = "PATCH") -> ApiError:
@@ -113,7 +115,7 @@ class LateEvents:
 async def test_conflicts_lost_responses_and_late_events(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit_db = tmp_path / "audit.db"
     settings = settings_for(
         exec_ns,
@@ -127,7 +129,7 @@ async def test_conflicts_lost_responses_and_late_events(
     started = time.monotonic()
     async with (
         open_audit_sink(settings.audit) as audit,
-        background(TektonStandIn(kube, exec_ns), ledger),
+        background(ledger),
         running(kubeconfig, settings, ("orchestrator", "executor"), audit=audit) as manager,
     ):
         flaky = FlakyWrites(manager.client, rng, conflicts=0.3, lost=0.1)

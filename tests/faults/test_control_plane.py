@@ -24,11 +24,11 @@ from tests.faults.support import (
     wait_settled,
     write_operator_config,
 )
-from tests.integration.harness import create_namespace, eventually
-from tests.integration.orchestrator_support import standin
+from tests.integration.harness import create_execution_namespace, eventually
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
 
-pytestmark = pytest.mark.usefixtures("clean_cluster")
+pytestmark = [pytest.mark.tekton, pytest.mark.usefixtures("clean_cluster")]
 
 
 async def restart_apiserver(plane: ControlPlane) -> None:
@@ -43,7 +43,7 @@ async def run_through_restart(
     scale: Scale,
     restart: Callable[[], Awaitable[None]],
 ) -> dict[str, object]:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit_db = tmp_path / "audit.db"
     config = write_operator_config(tmp_path / "operator.yaml", exec_ns, audit_db, execution={"cooldown": "3s"})
     operator = Operator(kubeconfig, tmp_path)
@@ -53,7 +53,7 @@ async def run_through_restart(
     started = time.monotonic()
     try:
         # One stand-in throughout: like Tekton's controller, it carries its runs on across the restart.
-        async with background(ledger), standin(kube, exec_ns):
+        async with background(ledger):
             operator.start(config)
             await operator.wait_ready()
             per_round = scale.batch_remediations // restarts
@@ -67,7 +67,7 @@ async def run_through_restart(
                 "rr-after-restart",
                 namespace,
                 target={"kind": "Deployment", "name": "fresh", "namespace": namespace},
-                bundle="kubernaut.local/standin/succeed:1tasks-500ms",
+                bundle=played("succeed:1tasks-500ms"),
             )
             await eventually(lambda: _create(kube, after), timeout=30, what="API server accepting writes again")
 
@@ -100,19 +100,29 @@ async def _create(kube: AsyncClient, manifest: dict[str, object]) -> bool:
 
 @deadline()
 async def test_apiserver_restart_during_remediations(
-    kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale, fault_plane: ControlPlane
+    kube: AsyncClient,
+    kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    scale: Scale,
+    fault_plane_of_module: ControlPlane,
 ) -> None:
     figures = await run_through_restart(
-        kube, kubeconfig, namespace, tmp_path, scale, lambda: restart_apiserver(fault_plane)
+        kube, kubeconfig, namespace, tmp_path, scale, lambda: restart_apiserver(fault_plane_of_module)
     )
     print("apiserver restart:", figures)
 
 
 @deadline()
 async def test_etcd_restart_during_remediations(
-    kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale, fault_plane: ControlPlane
+    kube: AsyncClient,
+    kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    scale: Scale,
+    fault_plane_of_module: ControlPlane,
 ) -> None:
     figures = await run_through_restart(
-        kube, kubeconfig, namespace, tmp_path, scale, lambda: restart_etcd(fault_plane, down_for=1.0)
+        kube, kubeconfig, namespace, tmp_path, scale, lambda: restart_etcd(fault_plane_of_module, down_for=1.0)
     )
     print("etcd restart:", figures)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from lightkube import AsyncClient
 
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from tests.faults.conftest import Scale
 from tests.faults.support import (
     Operator,
@@ -25,9 +24,9 @@ from tests.faults.support import (
     wait_settled,
     write_operator_config,
 )
-from tests.integration.harness import create_namespace
+from tests.integration.harness import create_execution_namespace
 
-pytestmark = pytest.mark.usefixtures("clean_cluster")
+pytestmark = [pytest.mark.tekton, pytest.mark.usefixtures("clean_cluster")]
 
 COOLDOWN = 2.0
 
@@ -36,7 +35,7 @@ COOLDOWN = 2.0
 async def test_random_kills_during_remediations(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, scale: Scale
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit_db = tmp_path / "audit.db"
     config = write_operator_config(tmp_path / "operator.yaml", exec_ns, audit_db)
     operator = Operator(kubeconfig, tmp_path)
@@ -48,7 +47,7 @@ async def test_random_kills_during_remediations(
     period = scale.remediations * arrival
     started = time.monotonic()
     try:
-        async with background(TektonStandIn(kube, exec_ns), ledger):
+        async with background(ledger):
             operator.start(config)
 
             async def arrive() -> None:

@@ -9,7 +9,6 @@ import pytest
 from lightkube import AsyncClient
 
 from kubernaut.api.audit import build_event_id
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.faults import EXIT_CODE
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
@@ -23,10 +22,11 @@ from tests.faults.support import (
     read_outbox_ids,
     write_operator_config,
 )
-from tests.integration.harness import create_namespace, eventually, get_or_none
+from tests.integration.harness import create_execution_namespace, eventually, get_or_none
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
 
-pytestmark = pytest.mark.usefixtures("clean_cluster")
+pytestmark = [pytest.mark.tekton, pytest.mark.usefixtures("clean_cluster")]
 
 POINTS = (
     "orchestrator.execution-created",
@@ -46,7 +46,7 @@ async def _status(kube: AsyncClient, resource: Any, name: str, namespace: str) -
 async def test_kill_at_every_crash_point_of_one_remediation(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit_db = tmp_path / "audit.db"
     # The audit outbox is not delivered while crashes happen ("before the audit flush"), only at the end.
     crashing = write_operator_config(
@@ -58,10 +58,10 @@ async def test_kill_at_every_crash_point_of_one_remediation(
     operator = Operator(kubeconfig, tmp_path)
     ledger = PipelineRunLedger(kube, exec_ns)
     try:
-        async with background(TektonStandIn(kube, exec_ns), ledger):
+        async with background(ledger):
             await kube.create(
                 RemediationRequestResource(
-                    rr_manifest("rr-1", namespace, target=target, bundle="kubernaut.local/standin/succeed:1tasks-1s")
+                    rr_manifest("rr-1", namespace, target=target, bundle=played("succeed:1tasks-1s"))
                 )
             )
             rr_uid = (await kube.get(RemediationRequestResource, "rr-1", namespace=namespace)).metadata.uid

@@ -6,14 +6,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
-from tests.faults.support import background, deadline, take_snapshot
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.faults.support import deadline, take_snapshot
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.orchestrator_support import Recorded, recording
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 
 def most_active_at_once(executions: Recorded) -> Counter[str]:
@@ -36,10 +39,9 @@ def most_active_at_once(executions: Recorded) -> Counter[str]:
 async def test_burst_on_one_target_runs_one_and_blocks_the_rest(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
     async with (
-        background(TektonStandIn(kube, exec_ns)),
         recording(kube, WorkflowExecutionResource, namespace) as executions,
         recording(kube, RemediationRequestResource, namespace) as requests,
         running(kubeconfig, settings, ("orchestrator", "executor")),
@@ -49,7 +51,7 @@ async def test_burst_on_one_target_runs_one_and_blocks_the_rest(
                 f"rr-{t}-{i}",
                 namespace,
                 target={"kind": "Deployment", "name": f"app-{t}", "namespace": namespace},
-                bundle="kubernaut.local/standin/succeed:1tasks-500ms",
+                bundle=played("succeed:1tasks-500ms"),
             )
             for t in range(4)
             for i in range(3)

@@ -27,7 +27,6 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Secret
 
 from kubernaut.audit.factory import open_audit_store
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.resources import (
     NotificationRequestResource,
     RemediationRequestResource,
@@ -35,10 +34,11 @@ from kubernaut.kube.resources import (
     WorkflowExecutionResource,
 )
 from tests.conftest_postgres import PostgresServer, running_postgres
-from tests.faults.support import Operator, background, deadline, free_port, write_operator_config
-from tests.integration.harness import create_namespace, eventually
+from tests.faults.support import Operator, deadline, free_port, write_operator_config
+from tests.integration.harness import create_execution_namespace, create_namespace, eventually
+from tests.integration.tekton_support import played
 
-pytestmark = pytest.mark.usefixtures("clean_cluster")
+pytestmark = [pytest.mark.tekton, pytest.mark.usefixtures("clean_cluster")]
 
 ALERT = "SecretsLeakProbe"
 
@@ -98,7 +98,7 @@ async def test_no_secret_appears_anywhere(
 
     system = await create_namespace(kube, "system")
     target_ns = await create_namespace(kube, "shop")
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     data = {"slack-url": slack_url, "hmac": hmac_key, "gateway-token": gateway_token}
     await kube.create(
         Secret(
@@ -116,7 +116,7 @@ async def test_no_secret_appears_anywhere(
                 "spec": {
                     "workflowId": "leak-probe",
                     "version": "1",
-                    "containerImage": "kubernaut.local/standin/fail:task1of1-exit2-0s",
+                    "containerImage": played("fail:task1of1-exit2-0s"),
                     "match": {"signalNames": [ALERT]},
                 },
             }
@@ -143,57 +143,56 @@ async def test_no_secret_appears_anywhere(
     )
     operator = Operator(kubeconfig, tmp_path, controllers="orchestrator,executor,notifier,gateway")
     try:
-        async with background(TektonStandIn(kube, exec_ns)):
-            operator.start(config, extra_env={"NO_COLOR": "1"}, verbose=True)
-            await operator.wait_ready()
-            alert = {
-                "version": "4",
-                "status": "firing",
-                "receiver": "kubernaut",
-                "alerts": [
-                    {
-                        "status": "firing",
-                        "labels": {
-                            "alertname": ALERT,
-                            "namespace": target_ns,
-                            "deployment": "api",
-                            "severity": "critical",
-                        },
-                        "annotations": {"summary": "probe"},
-                        "startsAt": datetime.now(UTC).isoformat(),
-                        "endsAt": "0001-01-01T00:00:00Z",
-                    }
-                ],
-            }
-            url = f"http://127.0.0.1:{gateway_port}/api/v1/signals/alertmanager"
-            async with aiohttp.ClientSession() as session:
-                async with session.post(url, json=alert, headers={"Authorization": "Bearer wrong"}) as refused:
-                    assert refused.status == 401
-                    assert gateway_token not in await refused.text()
-                async with session.post(url, json=alert, headers={"Authorization": f"Bearer {gateway_token}"}) as ok:
-                    assert ok.status == 200, await ok.text()
+        operator.start(config, extra_env={"NO_COLOR": "1"}, verbose=True)
+        await operator.wait_ready()
+        alert = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "kubernaut",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {
+                        "alertname": ALERT,
+                        "namespace": target_ns,
+                        "deployment": "api",
+                        "severity": "critical",
+                    },
+                    "annotations": {"summary": "probe"},
+                    "startsAt": datetime.now(UTC).isoformat(),
+                    "endsAt": "0001-01-01T00:00:00Z",
+                }
+            ],
+        }
+        url = f"http://127.0.0.1:{gateway_port}/api/v1/signals/alertmanager"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=alert, headers={"Authorization": "Bearer wrong"}) as refused:
+                assert refused.status == 401
+                assert gateway_token not in await refused.text()
+            async with session.post(url, json=alert, headers={"Authorization": f"Bearer {gateway_token}"}) as ok:
+                assert ok.status == 200, await ok.text()
 
-            # The audit database goes away while the remediation fails and its notification is sent.
-            await asyncio.to_thread(postgres.stop)
+        # The audit database goes away while the remediation fails and its notification is sent.
+        await asyncio.to_thread(postgres.stop)
 
-            async def failed() -> bool:
-                async for rr in kube.list(RemediationRequestResource, namespace=system):
-                    if (rr.to_dict().get("status") or {}).get("overallPhase") == "Failed":
-                        return True
-                return False
+        async def failed() -> bool:
+            async for rr in kube.list(RemediationRequestResource, namespace=system):
+                if (rr.to_dict().get("status") or {}).get("overallPhase") == "Failed":
+                    return True
+            return False
 
-            await eventually(failed, timeout=60, what="the remediation failed while executing")
-            await asyncio.sleep(2)  # the audit writer retries against the stopped database meanwhile
-            await asyncio.to_thread(postgres.start)
+        await eventually(failed, timeout=60, what="the remediation failed while executing")
+        await asyncio.sleep(2)  # the audit writer retries against the stopped database meanwhile
+        await asyncio.to_thread(postgres.start)
 
-            async def notified() -> bool:
-                async for nr in kube.list(NotificationRequestResource, namespace=system):
-                    if (nr.to_dict().get("status") or {}).get("phase") == "Sent":
-                        return True
-                return False
+        async def notified() -> bool:
+            async for nr in kube.list(NotificationRequestResource, namespace=system):
+                if (nr.to_dict().get("status") or {}).get("phase") == "Sent":
+                    return True
+            return False
 
-            await eventually(notified, timeout=60, what="the manual-review notification sent on every channel")
-            assert await operator.stop() == 0, operator.tail()
+        await eventually(notified, timeout=60, what="the manual-review notification sent on every channel")
+        assert await operator.stop() == 0, operator.tail()
     finally:
         operator.cleanup()
         await kube.delete(RemediationWorkflowResource, catalog_name)

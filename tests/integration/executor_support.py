@@ -25,7 +25,7 @@ from kubernaut.controllers.executor import Executor
 from kubernaut.controllers.manager import Manager, build_manager
 from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, WorkflowExecutionResource
-from tests.integration.harness import events_for, eventually
+from tests.integration.harness import events_for, eventually, get_or_none
 
 FINALIZER = "workflowexecution.kubernaut.ai/workflowexecution-cleanup"
 CREATIONS = "workflowexecution_reconciler_pipelinerun_creations_total"
@@ -371,3 +371,13 @@ async def wait_events(kube: AsyncClient, namespace: str, name: str, reason: str)
         return [e for e in await events_for(kube, namespace, name) if e[1] == reason]
 
     return await eventually(probe, what=f"Event {reason} for {namespace}/{name}")
+
+
+async def wait_run_gone(kube: AsyncClient, name: str, namespace: str, timeout: float = 40.0) -> None:
+    """Until the PipelineRun `name` is gone: released in the foreground, it goes once the garbage
+    collector has deleted its TaskRuns (it finds new kinds by discovery every 30 s)."""
+
+    async def gone() -> bool:
+        return await get_or_none(kube, PipelineRunResource, name, namespace) is None
+
+    await eventually(gone, timeout=timeout, what=f"PipelineRun {namespace}/{name} gone")

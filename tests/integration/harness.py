@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Namespace, Node
+from lightkube.resources.core_v1 import Event, Namespace, Node, ServiceAccount
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.audit.store import AuditSink
@@ -166,6 +166,17 @@ async def create_namespace(client: AsyncClient, prefix: str = "x", *, managed: b
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     await client.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED if managed else None)))
     return track_namespace(name)
+
+
+RUNNER_SERVICE_ACCOUNT = "kubernaut-workflow-runner"
+
+
+async def create_execution_namespace(client: AsyncClient) -> str:
+    """A namespace for the runs, with the ServiceAccount their pods run as (Tekton cannot create a pod
+    for a ServiceAccount that does not exist)."""
+    name = await create_namespace(client, "exec")
+    await client.create(ServiceAccount(metadata=ObjectMeta(name=RUNNER_SERVICE_ACCOUNT, namespace=name)))
+    return name
 
 
 async def create_node(client: AsyncClient, prefix: str = "node") -> str:

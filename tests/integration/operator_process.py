@@ -30,11 +30,11 @@ from lightkube.resources.core_v1 import Namespace, ServiceAccount
 
 from kubernaut.devcluster.certs import issue_client_cert
 from kubernaut.devcluster.controlplane import ControlPlane, free_port
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.kube.client import install_crds, make_client
 from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.paths import crd_paths, project_dir
 from tests.integration.harness import MANAGED, TEST_THROUGHPUT
+from tests.integration.tekton_support import started_tekton_cluster
 
 SYSTEM_NAMESPACE = "kubernaut-system"
 EXECUTION_NAMESPACE = "kubernaut-workflows"
@@ -150,33 +150,29 @@ def started_plane(directory: Path, *extra_args: str) -> Iterator[ControlPlane]:
 
 
 @contextlib.asynccontextmanager
-async def production_cluster(directory: Path, *extra_args: str) -> AsyncIterator[ProductionCluster]:
-    with started_plane(directory / "plane", *extra_args) as plane:
+async def production_cluster(
+    directory: Path, *extra_args: str, registry: str | None = None
+) -> AsyncIterator[ProductionCluster]:
+    """A control plane of its own with the shipped RBAC; with real Tekton pulling from `registry` if
+    one is given, else with Tekton's kinds but no controller running them."""
+    async with contextlib.AsyncExitStack() as stack:
+        if registry is None:
+            plane = stack.enter_context(started_plane(directory / "plane", *extra_args))
+        else:
+            plane = stack.enter_context(started_tekton_cluster(directory / "plane", registry, *extra_args)).plane
         admin = make_client(plane.kubeconfig)
-        try:
-            await install_crds(admin, crd_paths())
-            await apply_shipped_rbac(admin)
-            yield ProductionCluster(plane=plane, admin=admin, directory=directory)
-        finally:
-            await admin.close()
+        stack.push_async_callback(admin.close)
+        await install_crds(admin, crd_paths(tekton_crds=registry is None))
+        await apply_shipped_rbac(admin)
+        yield ProductionCluster(plane=plane, admin=admin, directory=directory)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ProductionCluster]:
-    """One control plane per test module, so that no other test's objects are watched or reconciled."""
-    async with production_cluster(tmp_path_factory.mktemp("production")) as found:
+async def cluster(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> AsyncIterator[ProductionCluster]:
+    """One control plane with real Tekton per test module, so that no other test's objects are watched
+    or reconciled."""
+    async with production_cluster(tmp_path_factory.mktemp("production"), registry=bundle_registry) as found:
         yield found
-
-
-@contextlib.asynccontextmanager
-async def tekton_standin(client: AsyncClient, namespace: str = EXECUTION_NAMESPACE) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(TektonStandIn(client, namespace).run(stop), name="tekton-standin")
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def holder(cluster: ProductionCluster, lease: str) -> str:

@@ -16,7 +16,6 @@ from lightkube.core.exceptions import ApiError
 from prometheus_client import REGISTRY
 
 from kubernaut.audit.memory import MemoryAuditSink
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain.duration import format_rfc3339
 from kubernaut.kube.client import patch_object, patch_status
 from kubernaut.kube.resources import (
@@ -27,9 +26,9 @@ from kubernaut.kube.resources import (
 )
 from tests.integration.harness import eventually
 from tests.integration.rr import rr_status
+from tests.integration.tekton_support import default_bundle
 
 RO = "kubernaut_remediationorchestrator_"
-STANDIN = "kubernaut.local/standin/"
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -92,7 +91,7 @@ def wfe_body(
     *,
     owner: dict[str, Any] | None = None,
     workflow_id: str = "restart-deployment",
-    bundle: str = STANDIN + "succeed:1tasks-1s",
+    bundle: str = "",
 ) -> dict[str, Any]:
     """A WorkflowExecution as the orchestrator creates it; `owner` is the request body it serves."""
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
@@ -116,7 +115,11 @@ def wfe_body(
         "metadata": meta,
         "spec": {
             "remediationRequestRef": rr_ref,
-            "workflowRef": {"workflowId": workflow_id, "version": "1.0.0", "containerImage": bundle},
+            "workflowRef": {
+                "workflowId": workflow_id,
+                "version": "1.0.0",
+                "containerImage": bundle or default_bundle(),
+            },
             "targetResource": target,
         },
     }
@@ -230,18 +233,6 @@ async def recording(kube: AsyncClient, resource: Any, namespace: str) -> AsyncIt
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, ApiError):
             await task
-
-
-@contextlib.asynccontextmanager
-async def standin(kube: AsyncClient, exec_ns: str) -> AsyncIterator[None]:
-    """The Tekton stand-in running PipelineRuns in `exec_ns` for the duration of the block."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(TektonStandIn(kube, exec_ns).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def pipelinerun_names(kube: AsyncClient, exec_ns: str) -> list[str]:

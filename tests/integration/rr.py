@@ -7,6 +7,7 @@ from typing import Any
 from lightkube import AsyncClient
 
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
+from tests.integration.tekton_support import default_bundle
 
 
 def fingerprint(seed: str | None = None) -> str:
@@ -19,7 +20,7 @@ def rr_manifest(
     *,
     target: dict[str, str],
     fp: str | None = None,
-    bundle: str | None = "kubernaut.local/standin/succeed:1tasks-1s",
+    bundle: str | None = "",
     workflow_id: str = "restart-deployment",
     signal_name: str = "KubePodCrashLooping",
     **spec: Any,
@@ -35,8 +36,9 @@ def rr_manifest(
             "targetResource": target,
         },
     }
-    if bundle is not None:
-        body["spec"]["workflowRef"] = {"workflowId": workflow_id, "version": "1.0.0", "containerImage": bundle}
+    if bundle is not None:  # "": a workflow that succeeds in a second; None: no workflowRef (the catalog picks)
+        ref = {"workflowId": workflow_id, "version": "1.0.0", "containerImage": bundle or default_bundle()}
+        body["spec"]["workflowRef"] = ref
     body["spec"].update(spec)
     return body
 

@@ -30,11 +30,11 @@ from tests.integration.operator_process import (
     OperatorProcess,
     ProductionCluster,
     production_cluster,
-    tekton_standin,
     user_kubeconfig,
     write_config,
 )
 from tests.integration.rr import rr_manifest, rr_status, wfe_names
+from tests.integration.tekton_support import played
 
 DECISION = "kubernaut.ai/decision"
 REASON = "kubernaut.ai/decision-reason"
@@ -62,10 +62,10 @@ async def bind_approver(admin: AsyncClient, user: str) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+async def running(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> AsyncIterator[Running]:
     directory = tmp_path_factory.mktemp("approval")
     async with production_cluster(
-        directory, "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"
+        directory, "--enable-admission-plugins=OwnerReferencesPermissionEnforcement", registry=bundle_registry
     ) as cluster:
         namespace = await cluster.namespace("approve")
         webhook = await start_dev_webhook(cluster.admin, directory)
@@ -80,25 +80,22 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         }
         procs = []
         try:
-            async with tekton_standin(cluster.admin):
-                for component in ("orchestrator", "executor", "notifier"):
-                    config = write_config(
-                        directory / f"{component}.yaml",
-                        audit_db=directory / f"{component}.db",
-                        cooldown="2s",
-                        extra=extra,
-                    )
-                    kubeconfig = await cluster.kubeconfig_for(component)
-                    procs.append(
-                        OperatorProcess(
-                            component, kubeconfig, config, component, directory / f"{component}.log"
-                        ).start()
-                    )
-                for proc in procs:
-                    await proc.wait_ready()
-                yield Running(cluster, namespace, people, kubeconfigs, directory / "orchestrator.db")
-                for proc in procs:
-                    assert "forbidden" not in proc.log().lower(), f"{proc.name} was refused:\n{proc.log()[-3000:]}"
+            for component in ("orchestrator", "executor", "notifier"):
+                config = write_config(
+                    directory / f"{component}.yaml",
+                    audit_db=directory / f"{component}.db",
+                    cooldown="2s",
+                    extra=extra,
+                )
+                kubeconfig = await cluster.kubeconfig_for(component)
+                procs.append(
+                    OperatorProcess(component, kubeconfig, config, component, directory / f"{component}.log").start()
+                )
+            for proc in procs:
+                await proc.wait_ready()
+            yield Running(cluster, namespace, people, kubeconfigs, directory / "orchestrator.db")
+            for proc in procs:
+                assert "forbidden" not in proc.log().lower(), f"{proc.name} was refused:\n{proc.log()[-3000:]}"
         finally:
             for proc in procs:
                 proc.stop_now()
@@ -108,7 +105,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
 
 
 async def create_rr(run: Running, name: str, target: str) -> None:
-    body = rr_manifest(name, run.namespace, target={"kind": "Deployment", "name": target, "namespace": run.namespace})
+    where = {"kind": "Deployment", "name": target, "namespace": run.namespace}
+    body = rr_manifest(name, run.namespace, target=where, bundle=played("succeed:1tasks-1s"))
     await run.cluster.admin.create(RemediationRequestResource(body))
 
 

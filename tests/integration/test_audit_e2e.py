@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.factory import open_audit_sink
@@ -33,16 +34,17 @@ from tests.integration.audit_e2e_support import (
     verify_audit,
 )
 from tests.integration.executor_support import api_error
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.orchestrator_support import (
-    STANDIN,
     annotate_wfe,
     create_rr,
     recording,
-    standin,
     wait_phase,
 )
 from tests.integration.rr import fingerprint, rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 CONTROLLERS = ("orchestrator", "executor", "notifier")
 FINAL_PHASES = {
@@ -79,7 +81,7 @@ async def play_story(kube: AsyncClient, namespace: str) -> None:
 
     def request(name: str, target: str, bundle: str, fp: str | None = None) -> dict[str, Any]:
         where = {"kind": "Deployment", "name": target, "namespace": namespace}
-        return rr_manifest(name, namespace, target=where, fp=fp, bundle=STANDIN + bundle, workflow_id=workflow_id)
+        return rr_manifest(name, namespace, target=where, fp=fp, bundle=played(bundle), workflow_id=workflow_id)
 
     # A success; meanwhile a duplicate of its signal, and another signal on the busy target.
     signal = fingerprint()
@@ -132,12 +134,11 @@ async def wait_all_final(kube: AsyncClient, namespace: str) -> None:
 async def run_story(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, *, conflicts: "StatusConflicts | None" = None
 ) -> tuple[str, Counter[str]]:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     url = f"sqlite:///{tmp_path}/audit.db"
     settings = story_settings(exec_ns, url)
     async with recording(kube, RemediationRequestResource, namespace) as requests:
         async with (
-            standin(kube, exec_ns),
             open_audit_sink(settings.audit) as audit,
             running(kubeconfig, settings, CONTROLLERS, audit=audit) as manager,
         ):

@@ -26,9 +26,12 @@ from tests.integration.audit_e2e_support import (
     unique_workflow_id,
     verify_audit,
 )
-from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.orchestrator_support import STANDIN, create_rr, recording, standin
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
+from tests.integration.orchestrator_support import create_rr, recording
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 TOTAL = 100
 BEFORE, DURING = 30, 40  # created before the outage, during it; the rest after it
@@ -60,14 +63,14 @@ async def completed(kube: AsyncClient, namespace: str) -> set[str]:
 async def test_postgres_outage_in_the_middle_of_100_remediations(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     workflow_id = unique_workflow_id()
     names = [f"rr-{i:03d}" for i in range(TOTAL)]
 
     async def create(batch: list[str]) -> None:
         for name in batch:
             target = {"kind": "Deployment", "name": f"app-{name}", "namespace": namespace}
-            bundle = STANDIN + "succeed:1tasks-0s"
+            bundle = played("succeed:1tasks-0s")
             await create_rr(kube, rr_manifest(name, namespace, target=target, bundle=bundle, workflow_id=workflow_id))
 
     async def all_completed(batch: list[str], timeout: float) -> None:
@@ -85,7 +88,6 @@ async def test_postgres_outage_in_the_middle_of_100_remediations(
         )
         async with recording(kube, RemediationRequestResource, namespace) as requests:
             async with (
-                standin(kube, exec_ns),
                 open_audit_sink(settings.audit) as audit,
                 running(kubeconfig, settings, ("orchestrator", "executor"), audit=audit),
             ):

@@ -31,9 +31,12 @@ from tests.integration.audit_e2e_support import (
     unique_workflow_id,
     verify_audit,
 )
-from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.orchestrator_support import STANDIN, create_rr, recording, standin, wait_phase
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
+from tests.integration.orchestrator_support import create_rr, recording, wait_phase
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 PASSWORD = "s3cret-Pa55"
 
@@ -128,7 +131,7 @@ def write_failures() -> float:
 async def test_a_read_only_store_blocks_no_remediation(
     kube: AsyncClient, kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     url = request.getfixturevalue("postgres_database") if kind == "postgres" else f"sqlite:///{tmp_path}/audit.db"
     settings = settings_for(
         exec_ns,
@@ -141,14 +144,13 @@ async def test_a_read_only_store_blocks_no_remediation(
     async def remediate(names: list[str]) -> None:
         for name in names:
             target = {"kind": "Deployment", "name": f"app-{name}", "namespace": namespace}
-            bundle = STANDIN + "succeed:1tasks-0s"
+            bundle = played("succeed:1tasks-0s")
             await create_rr(kube, rr_manifest(name, namespace, target=target, bundle=bundle, workflow_id=workflow_id))
         for name in names:
             await wait_phase(kube, name, namespace, "Completed", timeout=30)
 
     async with recording(kube, RemediationRequestResource, namespace) as requests:
         async with (
-            standin(kube, exec_ns),
             open_audit_sink(settings.audit) as audit,
             running(kubeconfig, settings, ("orchestrator", "executor"), audit=audit),
         ):

@@ -31,7 +31,7 @@ def wfe_body(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]
         "workflowRef": {
             "workflowId": "restart-pod",
             "version": "1.0.0",
-            "containerImage": "kubernaut.local/standin/succeed:1tasks-1s",
+            "containerImage": "kubernaut.local/samples/succeed:1tasks-1s",
         },
         "targetResource": f"{namespace}/Deployment/api",
     }
@@ -68,7 +68,7 @@ async def test_every_crd_is_established_and_served(kube: AsyncClient, namespace:
         "apiVersion": "kubernaut.ai/v1alpha1",
         "kind": "RemediationWorkflow",
         "metadata": {"name": name},
-        "spec": {"workflowId": name, "version": "1.0.0", "containerImage": "kubernaut.local/standin/succeed"},
+        "spec": {"workflowId": name, "version": "1.0.0", "containerImage": "kubernaut.local/samples/succeed"},
     }
     await kube.create(RemediationWorkflowResource(workflow))
     try:

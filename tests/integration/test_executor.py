@@ -13,7 +13,7 @@ from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResou
 from tests.integration.executor_support import condition, metric, wfe_manifest, wfe_status
 from tests.integration.harness import (
     OffsetClock,
-    create_namespace,
+    create_execution_namespace,
     events_for,
     eventually,
     get_or_none,
@@ -26,7 +26,7 @@ from tests.integration.harness import (
 async def test_happy_path_creates_lock_mirrors_completion_and_releases(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     settings = settings_for(exec_ns, execution={"cooldown": "2s"})
     target = f"{namespace}/deployment/test-app"

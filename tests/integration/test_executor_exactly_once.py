@@ -34,7 +34,7 @@ from tests.integration.executor_support import (
     watching_pipelineruns,
     wfe_status,
 )
-from tests.integration.harness import create_namespace, events_for, running, settings_for
+from tests.integration.harness import create_execution_namespace, events_for, running, settings_for
 
 CONFLICTS = "kubernaut_reconcile_conflicts_total"
 
@@ -54,7 +54,7 @@ async def test_crash_between_create_and_status_write(
 ) -> None:
     """The first process dies after creating the PipelineRun, before Running is written; the next one
     adopts that PipelineRun: one creation, one `workflow.started`, startTime from the PipelineRun."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     url = f"sqlite:///{tmp_path}/audit.db"
     settings = settings_for(exec_ns, audit={"url": url})
     target = f"{namespace}/Deployment/api"
@@ -102,7 +102,7 @@ async def test_status_write_conflicts(
 ) -> None:
     """Every status write first meets real 409s (someone else changed the WFE since it was read):
     the executor retries, and every side effect still happens exactly once."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     url = f"sqlite:///{tmp_path}/audit.db"
     settings = settings_for(exec_ns, audit={"url": url})
     target = f"{namespace}/Deployment/api"

@@ -22,7 +22,7 @@ from tests.integration.executor_support import (
 )
 from tests.integration.harness import (
     OffsetClock,
-    create_namespace,
+    create_execution_namespace,
     eventually,
     get_or_none,
     hold_lock,
@@ -84,7 +84,7 @@ async def wait_released(kube: AsyncClient, name: str, namespace: str) -> dict[st
 async def test_job_is_created_mirrored_to_completion_and_released(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = f"{namespace}/deployment/test-app"
     lock = build_lock_name(target)
@@ -156,7 +156,7 @@ async def run_to_failure(
     kube: AsyncClient, kubeconfig: Path, namespace: str, fail: Any
 ) -> tuple[dict[str, Any], str, str]:
     """A job-engine WFE whose Job `fail(job, exec_ns, started)` fails; its final status."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/deployment/test-app"
     lock = build_lock_name(target)
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)):
@@ -237,7 +237,7 @@ async def test_image_that_cannot_be_pulled_fails_before_execution_and_frees_the_
 async def test_a_pipelinerun_of_another_execution_is_the_lock_for_a_job_too(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/deployment/test-app"
     lock = build_lock_name(target)
     await hold_lock(kube, lock, exec_ns, holder="wfe-other", source_namespace=namespace, target=target)

@@ -36,11 +36,13 @@ from tests.integration.executor_support import (
     succeeded,
     wait_events,
     wait_phase,
+    wait_run_gone,
     wait_status,
     wfe_body,
     wfe_status,
 )
 from tests.integration.harness import (
+    create_execution_namespace,
     create_namespace,
     events_for,
     eventually,
@@ -55,7 +57,7 @@ pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     """Finalizer first (nothing else), then the PipelineRun and Running, then progress every 10 s."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = SteppedClock()
     target = "default/deployment/test-app"
     await create_wfe(
@@ -136,7 +138,7 @@ async def test_reconcile_passes_one_by_one(kube: AsyncClient, kubeconfig: Path, 
 
 
 async def test_start_is_recorded_once_with_its_correlation(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     metrics = Metrics()
     correlated, plain = f"{namespace}/Deployment/api", f"{namespace}/Deployment/web"
@@ -177,7 +179,7 @@ async def test_start_is_recorded_once_with_its_correlation(kube: AsyncClient, ku
 async def test_success_then_cooldown_then_release(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     """Tekton's completion time and duration are mirrored; the lock is held for the cooldown, and
     only this target is locked meanwhile."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = SteppedClock()
     audit = MemoryAuditSink()
     target = f"{namespace}/deployment/app-a"
@@ -245,14 +247,14 @@ async def test_success_then_cooldown_then_release(kube: AsyncClient, kubeconfig:
         # Six minutes after completion: released, and nothing more to do.
         clock.set(start + timedelta(seconds=90 + 360))
         assert await executor.reconcile(f"{namespace}/wfe-a") == Result.done()
-        assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is None
+        await wait_run_gone(kube, lock, exec_ns)
         assert await get_or_none(kube, PipelineRunResource, build_lock_name(f"{namespace}/deployment/app-b"), exec_ns)
         lock_events = [e for e in await events_for(kube, namespace, "wfe-a") if e[1] == "LockReleased"]
         assert lock_events == [("Normal", "LockReleased", f"Lock released for {target} after cooldown")]
 
 
 async def test_execution_failures_are_analysed(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = SteppedClock()
     audit = MemoryAuditSink()
     async with running(kubeconfig, settings_for(exec_ns), ("executor",), audit=audit, clock=clock):
@@ -375,7 +377,7 @@ async def test_execution_failures_are_analysed(kube: AsyncClient, kubeconfig: Pa
 
 
 async def test_audit_outage_never_blocks_the_run(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     audit.failing = True
     async with running(kubeconfig, settings_for(exec_ns), ("executor",), audit=audit):
@@ -391,7 +393,7 @@ async def test_audit_outage_never_blocks_the_run(kube: AsyncClient, kubeconfig: 
 async def test_pre_execution_failure_is_counted_with_zero_duration(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     metrics = Metrics()
     async with running(kubeconfig, settings_for(exec_ns), ("executor",), audit=audit):
@@ -429,7 +431,7 @@ async def test_pre_execution_failure_is_counted_with_zero_duration(
 async def test_terminal_without_completion_time_keeps_the_lock(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = SteppedClock()
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
@@ -454,7 +456,7 @@ async def test_terminal_without_completion_time_keeps_the_lock(
 async def test_deleting_a_running_wfe_releases_its_lock_only(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)):
@@ -479,7 +481,7 @@ async def test_deleting_a_running_wfe_releases_its_lock_only(
             return await get_or_none(kube, WorkflowExecutionResource, "wfe-a", namespace) is None
 
         await eventually(gone, what="wfe-a deleted")
-        assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is None
+        await wait_run_gone(kube, lock, exec_ns)
         deleted = await wait_events(kube, namespace, "wfe-a", "WorkflowExecutionDeleted")
         assert deleted == [
             ("Normal", "WorkflowExecutionDeleted", "WorkflowExecution cleanup completed (phase: Running)")
@@ -489,7 +491,7 @@ async def test_deleting_a_running_wfe_releases_its_lock_only(
 async def test_a_cold_cache_still_releases_the_lock(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     """Right after a restart the PipelineRun cache may not be filled yet: a deleted WFE must still
     take its PipelineRun with it instead of dropping its finalizer and leaking the lock."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
     key = f"{namespace}/wfe-a"
@@ -502,12 +504,12 @@ async def test_a_cold_cache_still_releases_the_lock(kube: AsyncClient, kubeconfi
         for body in executor.pipelineruns.all():
             executor.pipelineruns.delete(body)  # the PipelineRun watch has not delivered yet
         assert await executor.reconcile(key) == Result.done()
-    assert await get_or_none(kube, PipelineRunResource, lock, exec_ns) is None
+    await wait_run_gone(kube, lock, exec_ns)
     assert await get_or_none(kube, WorkflowExecutionResource, "wfe-a", namespace) is None
 
 
 async def test_pipelinerun_events_wake_exactly_their_wfe(kube: AsyncClient, kubeconfig: Path) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     other_ns = await create_namespace(kube, "other")
     woken: list[str] = []
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)) as manager:
@@ -545,7 +547,7 @@ async def test_pipelinerun_events_wake_exactly_their_wfe(kube: AsyncClient, kube
 
 
 async def test_block_clearance_records_who_cleared_it(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = SteppedClock()
     audit = MemoryAuditSink()
     async with running(kubeconfig, settings_for(exec_ns), ("executor",), audit=audit, clock=clock) as manager:
@@ -623,7 +625,7 @@ async def test_a_running_wfe_never_mirrors_another_wfes_pipelinerun(
 ) -> None:
     """While the executor was down, our PipelineRun was deleted and another WFE took the lock: the
     run we started is gone (it must not be reported Completed by someone else's success)."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
     key = f"{namespace}/wfe-a"

@@ -29,13 +29,20 @@ from tests.integration.executor_support import (
     watching_pipelineruns,
     wfe_status,
 )
-from tests.integration.harness import create_namespace, events_for, eventually, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    create_namespace,
+    events_for,
+    eventually,
+    running,
+    settings_for,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated_wfes")
 
 
 async def test_burst_on_one_target_has_one_winner(kube: AsyncClient, kubeconfig: Path) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     namespaces = [await create_namespace(kube, "team") for _ in range(4)]
     target = "prod/Deployment/api"
     lock = build_lock_name(target)
@@ -119,7 +126,7 @@ BAD_INPUT = [
 
 
 async def test_bad_input_fails_before_anything_is_created(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     async with watching_pipelineruns(kube, exec_ns) as watch, running(kubeconfig, settings_for(exec_ns), ("executor",)):
         for name, spec, _ in BAD_INPUT:
             spec = dict(spec)
@@ -149,7 +156,7 @@ async def test_bad_input_fails_before_anything_is_created(kube: AsyncClient, kub
 async def test_create_errors_transient_retried_permanent_fail(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     metrics = Metrics()
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)) as manager:
         errors = [

@@ -26,22 +26,30 @@ from kubernaut.kube.resources import (
     RemediationRequestResource,
     WorkflowExecutionResource,
 )
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    create_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.operator_process import (
     EXECUTION_NAMESPACE,
     SYSTEM_NAMESPACE,
     ProductionCluster,
     cluster,
-    tekton_standin,
     user_kubeconfig,
 )
-from tests.integration.orchestrator_support import standin
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
-SUCCEED = "kubernaut.local/standin/succeed:1tasks-1s"
-FAIL = "kubernaut.local/standin/fail:task1of1-0s"
+SUCCEED = "succeed:1tasks-1s"
+FAIL = "fail:task1of1-0s"
 RESET_BY = "kubernaut.ai/breaker-reset-by"
 
 
@@ -67,11 +75,11 @@ def target(namespace: str, name: str) -> dict[str, str]:
 async def test_an_unlabelled_namespace_blocks_and_labelling_it_runs_the_request(
     kube: AsyncClient, kubeconfig: Path
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     team = await create_namespace(kube, "team", managed=False)
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
     assert settings.scope.require_managed_label  # the default of `kubernaut run`
-    async with standin(kube, exec_ns), running(kubeconfig, settings, ("orchestrator", "executor")):
+    async with running(kubeconfig, settings, ("orchestrator", "executor")):
         await kube.create(RemediationRequestResource(rr_manifest("rr-1", team, target=target(team, "api"))))
         blocked = await wait_phase(kube, "rr-1", team, "Blocked")
         assert blocked["blockReason"] == "UnmanagedResource"
@@ -97,7 +105,7 @@ async def test_an_unlabelled_namespace_blocks_and_labelling_it_runs_the_request(
 
 
 async def test_fifteen_requests_against_three_concurrent_executions(kube: AsyncClient, kubeconfig: Path) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     team = await create_namespace(kube, "team")
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, limits={"maxConcurrentExecutions": 3})
     names = [f"rr-{i:02d}" for i in range(15)]
@@ -123,10 +131,10 @@ async def test_fifteen_requests_against_three_concurrent_executions(kube: AsyncC
 
     watching = asyncio.create_task(watch())
     try:
-        async with standin(kube, exec_ns), running(kubeconfig, settings, ("orchestrator", "executor")):
+        async with running(kubeconfig, settings, ("orchestrator", "executor")):
             started = time.monotonic()
             for index, name in enumerate(names):
-                manifest = rr_manifest(name, team, target=target(team, f"app-{index}"), bundle=SUCCEED)
+                manifest = rr_manifest(name, team, target=target(team, f"app-{index}"), bundle=played(SUCCEED))
                 await kube.create(RemediationRequestResource(manifest))
 
             async def limited() -> list[str] | None:
@@ -209,7 +217,6 @@ async def test_five_execution_failures_open_the_breaker_until_a_person_resets_it
     settings = settings_for(EXECUTION_NAMESPACE, execution={"cooldown": "1s"}, breaker={"failureThreshold": 5})
     try:
         async with (
-            tekton_standin(admin),
             running(
                 cluster.plane.kubeconfig,
                 settings,
@@ -219,14 +226,16 @@ async def test_five_execution_failures_open_the_breaker_until_a_person_resets_it
             ),
         ):
             for i in range(5):
-                manifest = rr_manifest(f"rr-fail-{i}", team, target=target(team, f"app-{i}"), bundle=FAIL)
+                manifest = rr_manifest(f"rr-fail-{i}", team, target=target(team, f"app-{i}"), bundle=played(FAIL))
                 await admin.create(RemediationRequestResource(manifest))
             for i in range(5):
                 failed = await wait_phase(admin, f"rr-fail-{i}", team, "Completed", "Failed")
                 assert failed["overallPhase"] == "Failed", failed
 
             await admin.create(
-                RemediationRequestResource(rr_manifest("rr-6", team, target=target(team, "app-6"), bundle=SUCCEED))
+                RemediationRequestResource(
+                    rr_manifest("rr-6", team, target=target(team, "app-6"), bundle=played(SUCCEED))
+                )
             )
             blocked = await wait_phase(admin, "rr-6", team, "Blocked")
             assert blocked["blockReason"] == "CircuitOpen", blocked

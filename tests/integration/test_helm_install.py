@@ -27,11 +27,11 @@ from kubernaut.kube.resources import (
     RemediationWorkflowResource,
     WorkflowExecutionResource,
 )
-from kubernaut.paths import project_dir
 from tests.helm_chart import CHART, NAMESPACE, PRODUCTION_VALUES, RELEASE, helm, template_args
 from tests.integration.harness import eventually
-from tests.integration.operator_process import ProductionCluster, started_plane, tekton_standin
+from tests.integration.operator_process import ProductionCluster
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played, started_tekton_cluster
 from tests.integration.test_rbac import ACCESS, allowed, controllers_as_service_accounts, sa, wait_phase
 
 FOREIGN_CRDS = Path(__file__).parent / "foreign_crds.yaml"
@@ -46,13 +46,15 @@ INSTALL_SETS = ("--set", "webhook.certManager.enabled=false")
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def installed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ProductionCluster]:
+async def installed(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> AsyncIterator[ProductionCluster]:
     directory = tmp_path_factory.mktemp("helm")
-    with started_plane(directory / "plane", "--enable-admission-plugins=OwnerReferencesPermissionEnforcement") as plane:
+    args = ("--enable-admission-plugins=OwnerReferencesPermissionEnforcement",)
+    with started_tekton_cluster(directory / "plane", bundle_registry, *args) as tekton:
+        plane = tekton.plane
         admin = make_client(plane.kubeconfig)
         try:
-            # What the chart expects to find: Tekton (stand-in CRDs), and the release namespace.
-            await install_crds(admin, [project_dir() / "config" / "tekton" / "crds.yaml", FOREIGN_CRDS])
+            # What the chart expects to find: Tekton, and the release namespace.
+            await install_crds(admin, [FOREIGN_CRDS])
             await admin.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
             helm("install", RELEASE, CHART, f"--namespace={NAMESPACE}", *INSTALL_SETS, kubeconfig=plane.kubeconfig)
             # The chart's CRDs become served: kubernaut's kinds can be listed.
@@ -150,12 +152,12 @@ async def test_controllers_with_the_installed_credentials_carry_a_request_to_the
     installed: ProductionCluster, tmp_path: Path
 ) -> None:
     namespace = await installed.namespace("team")
-    async with tekton_standin(installed.admin), controllers_as_service_accounts(installed, tmp_path):
+    async with controllers_as_service_accounts(installed, tmp_path):
         body = rr_manifest(
             "rr-helm",
             namespace,
             target={"kind": "Deployment", "name": "web", "namespace": namespace},
-            bundle="kubernaut.local/standin/succeed:1tasks-4s",
+            bundle=played("succeed:1tasks-4s"),
         )
         await installed.admin.create(RemediationRequestResource(body))
         await wait_phase(installed, "rr-helm", namespace, "Executing")

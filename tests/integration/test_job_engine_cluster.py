@@ -15,7 +15,14 @@ from kubernaut.devcluster.controlplane import NODE_NAME
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import JobResource, PodResource
 from tests.integration.executor_support import condition, create_wfe, wait_phase
-from tests.integration.harness import OffsetClock, create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    OffsetClock,
+    create_execution_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.test_executor_job import job_spec
 
 
@@ -23,7 +30,7 @@ async def run_to_failure(
     kube: AsyncClient, kubeconfig: Path, namespace: str, **spec: Any
 ) -> tuple[dict[str, Any], str]:
     """Run one Job-engine WFE until it fails: (its status, the execution namespace)."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = f"{namespace}/deployment/web"
     async with running(kubeconfig, settings_for(exec_ns), ("executor",)):
         await create_wfe(kube, "wfe-real", namespace, target, **spec)
@@ -43,7 +50,7 @@ async def job_pods(kube: AsyncClient, job: str, namespace: str) -> list[dict[str
 async def test_a_job_runs_on_the_real_job_controller_and_its_release_removes_its_pods(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = OffsetClock()
     target = f"{namespace}/deployment/web"
     lock = build_lock_name(target)

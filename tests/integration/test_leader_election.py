@@ -21,10 +21,10 @@ from tests.integration.operator_process import (
     cluster,
     count_pipelinerun_creations,
     holder,
-    tekton_standin,
     write_config,
 )
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
@@ -79,7 +79,7 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
     seen: Counter[str] = Counter()
     watch_stop = asyncio.Event()
     watcher = asyncio.create_task(count_pipelinerun_creations(cluster.admin, seen, watch_stop))
-    async with tekton_standin(cluster.admin), replicas(cluster, tmp_path, names, lease=LEASE) as procs:
+    async with replicas(cluster, tmp_path, names, lease=LEASE) as procs:
         # The a-replicas start first and lead; the b-replicas are warm standbys.
         for name in ("ro-a", "we-a"):
             await procs[name].start().wait_ready()
@@ -90,7 +90,7 @@ async def test_only_the_leader_reconciles_and_a_standby_finishes_after_kill_9(
 
         for i in range(REMEDIATIONS):
             target = {"kind": "Deployment", "name": f"app-{i}", "namespace": namespace}
-            body = rr_manifest(f"rr-{i}", namespace, target=target, bundle="kubernaut.local/standin/succeed:1tasks-2s")
+            body = rr_manifest(f"rr-{i}", namespace, target=target, bundle=played("succeed:1tasks-2s"))
             await cluster.admin.create(RemediationRequestResource(body))
 
         async def phases() -> Counter[str]:

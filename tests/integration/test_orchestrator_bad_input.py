@@ -13,24 +13,32 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import RemediationWorkflowResource, WorkflowExecutionResource
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.orchestrator_support import (
-    STANDIN,
     create_rr,
     create_wfe,
     notifications,
     reconciles,
     review_notifications,
-    standin,
     wait_phase,
     wfe_body,
     wfes,
 )
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 OBSERVE_SECONDS = 3.0
 """How long the tests watch a finished request for further reconciles (none may come)."""
@@ -82,14 +90,14 @@ def entry(workflow_id: str, signal: str, bundle: str, priority: int = 0, **extra
 async def test_targets_no_workflow_can_act_on_fail_saying_why(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     cases = {
         "rr-slash": ({"kind": "apps/Deployment", "name": "api", "namespace": namespace}, "4 parts"),
         "rr-long": ({"kind": "Deployment", "name": "n" * 300, "namespace": namespace}, "not a valid object name"),
         "rr-space": ({"kind": "Deploy ment", "name": "api", "namespace": namespace}, "not a valid kind"),
     }
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
-    async with standin(kube, exec_ns), running(kubeconfig, settings, ("orchestrator", "executor")):
+    async with running(kubeconfig, settings, ("orchestrator", "executor")):
         for name, (target, _) in cases.items():
             await create_rr(kube, rr_manifest(name, namespace, target=target))
         ended = {name: await wait_phase(kube, name, namespace, "Failed") for name in cases}
@@ -103,7 +111,7 @@ async def test_targets_no_workflow_can_act_on_fail_saying_why(
 async def test_unknown_workflow_fails_analysis_and_asks_for_review(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     manifest = rr_manifest("rr-1", namespace, target=target, bundle=None, workflowRef={"workflowId": "no-such-wf"})
@@ -128,7 +136,7 @@ async def test_unknown_workflow_fails_analysis_and_asks_for_review(
 async def test_catalog_entry_without_a_bundle_fails_analysis(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     signal = f"NoBundle{uuid.uuid4().hex[:8]}"
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with (
@@ -145,15 +153,15 @@ async def test_catalog_entry_without_a_bundle_fails_analysis(
 
 
 async def test_catalog_selects_the_highest_priority_match(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     signal = f"Selected{uuid.uuid4().hex[:8]}"
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with (
         catalog(
             kube,
-            entry("low", signal, STANDIN + "succeed:1s", priority=1),
-            entry("high", signal, STANDIN + "succeed:2s", priority=5, parameters={"REPLICAS": "3"}),
-            entry("other-signal", f"{signal}X", STANDIN + "succeed:3s", priority=9),
+            entry("low", signal, played("succeed:1s"), priority=1),
+            entry("high", signal, played("succeed:2s"), priority=5, parameters={"REPLICAS": "3"}),
+            entry("other-signal", f"{signal}X", played("succeed:3s"), priority=9),
         ) as names,
         running(kubeconfig, settings_for(exec_ns), ("orchestrator",)),
     ):
@@ -161,7 +169,7 @@ async def test_catalog_selects_the_highest_priority_match(kube: AsyncClient, kub
         status = await wait_phase(kube, "rr-1", namespace, "Executing")
     wfe = (await kube.get(WorkflowExecutionResource, "we-rr-1", namespace=namespace)).to_dict()
     assert wfe["spec"]["workflowRef"]["workflowId"] == "high"
-    assert wfe["spec"]["workflowRef"]["containerImage"] == STANDIN + "succeed:2s"
+    assert wfe["spec"]["workflowRef"]["containerImage"] == played("succeed:2s")
     assert wfe["spec"]["parameters"] == {"REPLICAS": "3"}
     assert status["selectedWorkflow"]["source"] == f"catalog:{names[1]}"
     assert status["selectedWorkflow"]["workflowId"] == "high"
@@ -171,7 +179,7 @@ async def test_execution_name_taken_by_another_request_says_so(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
     """`we-<rr>` already belongs to another request (e.g. a deleted one of the same name)."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     stranger = await create_rr(
         kube, rr_manifest("rr-stranger", namespace, target={"kind": "Node", "name": "elsewhere"})
     )

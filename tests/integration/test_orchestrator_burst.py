@@ -12,23 +12,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.orchestrator_support import (
-    STANDIN,
     Recorded,
     create_rr,
     reconciles,
     recording,
     rfc3339,
     set_rr_status,
-    standin,
     wfes,
 )
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 BURST = 50
 
@@ -58,13 +60,12 @@ def block_reasons(requests: Recorded) -> Counter[str]:
 async def test_burst_on_one_target_runs_one_at_a_time_and_completes_all(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(exec_ns, execution={"cooldown": "500ms"}, routing={"recentlyRemediatedCooldown": "0s"})
     names = [f"rr-{index:02d}" for index in range(BURST)]
     async with (
-        standin(kube, exec_ns),
         recording(kube, RemediationRequestResource, namespace) as requests,
         recording(kube, WorkflowExecutionResource, namespace) as executions,
         recording(kube, PipelineRunResource, exec_ns) as runs,
@@ -75,7 +76,7 @@ async def test_burst_on_one_target_runs_one_at_a_time_and_completes_all(
             *(
                 kube.create(
                     RemediationRequestResource(
-                        rr_manifest(name, namespace, target=target, bundle=STANDIN + "succeed:1tasks-0s")
+                        rr_manifest(name, namespace, target=target, bundle=played("succeed:1tasks-0s"))
                     )
                 )
                 for name in names
@@ -124,7 +125,7 @@ async def test_requests_analysed_at_the_same_moment_get_one_execution_between_th
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
     """Several requests reach workflow creation together (as after a restart): only one may create."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     now = rfc3339(datetime.now(UTC))
     names = [f"rr-{index}" for index in range(8)]

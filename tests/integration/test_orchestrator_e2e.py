@@ -3,12 +3,15 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
-from tests.integration.harness import create_namespace, eventually, running, settings_for
-from tests.integration.orchestrator_support import standin
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.rr import rr_manifest, rr_status, wfe_names
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 
 async def phase_is(kube: AsyncClient, name: str, namespace: str, *phases: str) -> dict[str, Any] | None:
@@ -17,13 +20,13 @@ async def phase_is(kube: AsyncClient, name: str, namespace: str, *phases: str) -
 
 
 async def test_happy_path_and_busy_target(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "1s"})
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
-    async with standin(kube, exec_ns), running(kubeconfig, settings, ("orchestrator", "executor")):
+    async with running(kubeconfig, settings, ("orchestrator", "executor")):
         await kube.create(
             RemediationRequestResource(
-                rr_manifest("rr-1", namespace, target=target, bundle="kubernaut.local/standin/succeed:1tasks-2s")
+                rr_manifest("rr-1", namespace, target=target, bundle=played("succeed:1tasks-2s"))
             )
         )
 

@@ -14,7 +14,7 @@ from kubernaut.kube.resources import JobResource, PipelineRunResource, WorkflowE
 from tests.integration.executor_support import parse_time
 from tests.integration.harness import (
     OffsetClock,
-    create_namespace,
+    create_execution_namespace,
     eventually,
     get_or_none,
     hold_lock,
@@ -28,8 +28,9 @@ from tests.integration.job_support import (  # a control plane where the tests p
     played_kubeconfig,  # noqa: F401 - the fixture `kubeconfig`
     start_job,
 )
-from tests.integration.orchestrator_support import STANDIN, create_rr, wait_phase
+from tests.integration.orchestrator_support import create_rr, wait_phase
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import UNRESOLVED_BUNDLE
 from tests.integration.test_orchestrator_bad_input import catalog
 
 IMAGE = "registry.example/workflows/restart-job:1.0.0"
@@ -45,7 +46,11 @@ def job_entry(workflow_id: str) -> dict[str, Any]:
 
 
 def tekton_entry(workflow_id: str) -> dict[str, Any]:
-    return {"workflowId": workflow_id, "version": "1.0.0", "containerImage": STANDIN + "succeed:1tasks-1s"}
+    return {
+        "workflowId": workflow_id,
+        "version": "1.0.0",
+        "containerImage": UNRESOLVED_BUNDLE,
+    }
 
 
 def request(name: str, namespace: str, workflow_id: str) -> dict[str, Any]:
@@ -67,7 +72,7 @@ async def wait_wfe(kube: AsyncClient, name: str, namespace: str, phase: str | No
 async def test_a_job_lock_blocks_a_tekton_execution_until_it_is_released(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = OffsetClock()
     lock = build_lock_name(f"{namespace}/Deployment/api")
     job_wf, tekton_wf = f"restart-job-{uuid.uuid4().hex[:8]}", f"restart-tekton-{uuid.uuid4().hex[:8]}"
@@ -121,7 +126,7 @@ async def test_a_job_lock_blocks_a_tekton_execution_until_it_is_released(
 
 
 async def test_a_pipelinerun_lock_blocks_a_job_execution(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     canonical = f"{namespace}/Deployment/api"
     lock = build_lock_name(canonical)
     await hold_lock(kube, lock, exec_ns, holder="we-old", source_namespace=namespace, target=canonical)

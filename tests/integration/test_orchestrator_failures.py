@@ -6,28 +6,36 @@ Orchestrator, executor and the Tekton stand-in on the real API server, with shor
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import WorkflowExecutionResource
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.orchestrator_support import (
-    STANDIN,
     annotate_wfe,
     create_rr,
     notifications,
     parse_time,
     review_notifications,
     rfc3339,
-    standin,
     wait_phase,
     wfes,
 )
 from tests.integration.rr import fingerprint, rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 BOTH = ("orchestrator", "executor")
-PULL_FAILS = STANDIN + "imagepull:0s"
-SUCCEEDS = STANDIN + "succeed:1tasks-0s"
+PULL_FAILS = "imagepull:0s"
+SUCCEEDS = "succeed:1tasks-0s"
 
 
 async def completion_of(kube: AsyncClient, wfe: str, namespace: str) -> str:
@@ -39,7 +47,7 @@ async def completion_of(kube: AsyncClient, wfe: str, namespace: str) -> str:
 async def test_failures_before_execution_back_off_exponentially_per_target(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(
@@ -52,15 +60,15 @@ async def test_failures_before_execution_back_off_exponentially_per_target(
             "recentlyRemediatedCooldown": "0s",
         },
     )
-    async with standin(kube, exec_ns), running(kubeconfig, settings, BOTH, audit=audit):
-        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=PULL_FAILS))
+    async with running(kubeconfig, settings, BOTH, audit=audit):
+        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=played(PULL_FAILS)))
         first = await wait_phase(kube, "rr-1", namespace, "Failed")
         gate1 = parse_time(await completion_of(kube, "we-rr-1", namespace)) + timedelta(seconds=2)
         assert first["consecutiveFailureCount"] == 1
         assert first["nextAllowedExecution"] == rfc3339(gate1)
         assert first["requiresManualReview"] is False
 
-        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=PULL_FAILS))
+        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=played(PULL_FAILS)))
         held = await wait_phase(kube, "rr-2", namespace, "Blocked", blockReason="ExponentialBackoff")
         assert held["blockedUntil"] == rfc3339(gate1)
         second = await wait_phase(kube, "rr-2", namespace, "Failed")
@@ -71,7 +79,7 @@ async def test_failures_before_execution_back_off_exponentially_per_target(
         assert parse_time(wfe2["metadata"]["creationTimestamp"]) >= gate1
 
         # The third request would succeed, but it waits out the doubled back-off first.
-        await create_rr(kube, rr_manifest("rr-3", namespace, target=target, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-3", namespace, target=target, bundle=played(SUCCEEDS)))
         held = await wait_phase(kube, "rr-3", namespace, "Blocked", blockReason="ExponentialBackoff")
         assert held["blockedUntil"] == rfc3339(gate2)
         assert held["nextAllowedExecution"] == rfc3339(gate2)
@@ -82,7 +90,7 @@ async def test_failures_before_execution_back_off_exponentially_per_target(
         assert parse_time(wfe3["metadata"]["creationTimestamp"]) >= gate2
 
         # A success resets the target: the next request is not held back at all.
-        await create_rr(kube, rr_manifest("rr-4", namespace, target=target, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-4", namespace, target=target, bundle=played(SUCCEEDS)))
         await wait_phase(kube, "rr-4", namespace, "Completed", timeout=30)
 
     assert "consecutiveFailureCount" not in third
@@ -96,7 +104,7 @@ async def test_failures_before_execution_back_off_exponentially_per_target(
 async def test_three_failures_exhaust_retries_with_one_notification(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(
@@ -110,21 +118,21 @@ async def test_three_failures_exhaust_retries_with_one_notification(
             "recentlyRemediatedCooldown": "0s",
         },
     )
-    async with standin(kube, exec_ns), running(kubeconfig, settings, BOTH):
+    async with running(kubeconfig, settings, BOTH):
         for index in (1, 2, 3):
             name = f"rr-{index}"
-            await create_rr(kube, rr_manifest(name, namespace, target=target, fp=fp, bundle=PULL_FAILS))
+            await create_rr(kube, rr_manifest(name, namespace, target=target, fp=fp, bundle=played(PULL_FAILS)))
             failed = await wait_phase(kube, name, namespace, "Failed", timeout=30)
             assert failed["failurePhase"] == "workflow_execution"
         until = parse_time(failed["completedAt"]) + timedelta(seconds=5)
 
-        await create_rr(kube, rr_manifest("rr-4", namespace, target=target, fp=fp, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-4", namespace, target=target, fp=fp, bundle=played(SUCCEEDS)))
         fourth = await wait_phase(kube, "rr-4", namespace, "Blocked")
         assert fourth["blockReason"] == "ConsecutiveFailures"
         assert fourth["blockedUntil"] == rfc3339(until)
         assert "3 consecutive failures" in fourth["blockMessage"]
         # Another request for the same signal meanwhile: blocked as well, nobody notified twice.
-        await create_rr(kube, rr_manifest("rr-5", namespace, target=target, fp=fp, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-5", namespace, target=target, fp=fp, bundle=played(SUCCEEDS)))
         fifth = await wait_phase(kube, "rr-5", namespace, "Blocked")
         assert fifth["blockReason"] == "ConsecutiveFailures"
 
@@ -133,7 +141,7 @@ async def test_three_failures_exhaust_retries_with_one_notification(
         assert {w["metadata"]["name"] for w in await wfes(kube, namespace)} == {"we-rr-1", "we-rr-2", "we-rr-3"}
 
         # After the cooldown a new request for the signal runs again.
-        await create_rr(kube, rr_manifest("rr-6", namespace, target=target, fp=fp, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-6", namespace, target=target, fp=fp, bundle=played(SUCCEEDS)))
         await wait_phase(kube, "rr-6", namespace, "Completed", timeout=30)
 
     for status in ended:
@@ -148,18 +156,18 @@ async def test_three_failures_exhaust_retries_with_one_notification(
 async def test_execution_failure_needs_a_person_before_the_target_runs_again(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
-    async with standin(kube, exec_ns), running(kubeconfig, settings, BOTH, audit=audit):
-        bundle = STANDIN + "fail:task1of1-exit3-0s"
+    async with running(kubeconfig, settings, BOTH, audit=audit):
+        bundle = played("fail:task1of1-exit3-0s")
         await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=bundle))
         first = await wait_phase(kube, "rr-1", namespace, "Failed")
         assert first["requiresManualReview"] is True
         assert "exit" in first["message"].lower() or "task" in first["message"].lower()
 
-        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=played(SUCCEEDS)))
         second = await wait_phase(kube, "rr-2", namespace, "Failed", timeout=30)
         assert second["skipReason"] == "PreviousExecutionFailed"
         assert second["blockingWorkflowExecution"] == "we-rr-1"
@@ -174,7 +182,7 @@ async def test_execution_failure_needs_a_person_before_the_target_runs_again(
             return "blockClearance" in body["status"]
 
         await eventually(cleared, what="block clearance recorded")
-        await create_rr(kube, rr_manifest("rr-3", namespace, target=target, bundle=SUCCEEDS))
+        await create_rr(kube, rr_manifest("rr-3", namespace, target=target, bundle=played(SUCCEEDS)))
         third = await wait_phase(kube, "rr-3", namespace, "Completed", timeout=30)
         notes = {n["metadata"]["name"]: n for n in await notifications(kube, namespace)}
 

@@ -14,6 +14,7 @@ from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.kube.resources import RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import (
     OffsetClock,
+    create_execution_namespace,
     create_namespace,
     create_node,
     eventually,
@@ -58,7 +59,7 @@ def one_event(audit: MemoryAuditSink, event_type: str, rr: str) -> dict[str, Any
 
 
 async def test_routing_passes_and_the_execution_is_created(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     clock.advance(3 * 3600)
     payment = await create_namespace(kube, "payment")  # the target's namespace, opted in
@@ -107,7 +108,7 @@ async def test_routing_passes_and_the_execution_is_created(kube: AsyncClient, ku
 async def test_an_existing_execution_of_the_request_is_reused_unchanged(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     rr = await create_rr(kube, rr_manifest("rr-9", namespace, target=target))
     # As after a crash between creating the execution and recording it on the request.
@@ -124,7 +125,7 @@ async def test_an_existing_execution_of_the_request_is_reused_unchanged(
 
 
 async def test_completed_execution_completes_the_request(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit, clock=clock):
@@ -152,7 +153,7 @@ async def test_completed_execution_completes_the_request(kube: AsyncClient, kube
 async def test_failure_before_execution_fails_the_request_with_the_target_gate(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(exec_ns, routing=NO_JITTER)
@@ -189,7 +190,7 @@ async def test_failure_before_execution_fails_the_request_with_the_target_gate(
 async def test_failure_during_execution_asks_for_manual_review(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), clock=clock):
@@ -225,7 +226,7 @@ async def test_failure_during_execution_asks_for_manual_review(
 
 
 async def test_deleted_execution_fails_the_request(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
         await create_rr(kube, rr_manifest("rr-1", namespace, target=target))
@@ -256,7 +257,7 @@ def blocked(reason: str, until: str | None, start: str) -> dict[str, Any]:
 async def test_expired_blocks_route_again_or_fail_by_reason(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     now = clock()
     past, start = rfc3339(now - timedelta(seconds=1)), rfc3339(now - timedelta(minutes=1))
@@ -286,7 +287,7 @@ async def test_expired_blocks_route_again_or_fail_by_reason(
 
 
 async def test_a_hold_without_expiry_stays_untouched(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     await create_rr(kube, rr_manifest("rr-held", namespace, target=target))
     held = await set_rr_status(kube, "rr-held", namespace, blocked("ManualHold", None, rfc3339(OffsetClock()())))
@@ -308,7 +309,7 @@ async def test_a_hold_without_expiry_stays_untouched(kube: AsyncClient, kubeconf
 async def test_previous_execution_failure_fails_the_request_until_cleared(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
@@ -364,7 +365,7 @@ async def test_previous_execution_failure_fails_the_request_until_cleared(
 async def test_phase_and_global_timeouts_end_the_request_and_notify(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",), audit=audit, clock=clock):
         node = await create_node(kube, "worker-a")  # a cluster-scoped target opts in itself

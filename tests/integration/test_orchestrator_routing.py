@@ -16,7 +16,7 @@ from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
 from tests.integration.harness import (
     OffsetClock,
-    create_namespace,
+    create_execution_namespace,
     eventually,
     get_or_none,
     hold_lock,
@@ -98,7 +98,7 @@ async def make_history(
 async def test_new_request_starts_pending_with_start_time_and_one_started_event(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     clock.advance(7 * 24 * 3600)  # a week ahead: startTime must come from the orchestrator's clock
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
@@ -128,7 +128,7 @@ async def test_new_request_starts_pending_with_start_time_and_one_started_event(
 async def test_duplicate_is_blocked_then_takes_the_original_outcome(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
@@ -178,7 +178,7 @@ async def test_duplicate_is_blocked_then_takes_the_original_outcome(
 async def test_duplicate_of_a_failed_original_fails_as_deduplicated(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
@@ -200,7 +200,7 @@ async def test_duplicate_of_a_failed_original_fails_as_deduplicated(
 async def test_duplicate_of_a_deleted_original_fails_at_once(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
@@ -220,7 +220,7 @@ async def test_duplicate_of_a_deleted_original_fails_at_once(
 
 
 async def test_completed_history_lets_a_new_request_run(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     await make_history(kube, namespace, fp, target, [history_status("Completed", "2020-01-01T00:00:00Z")])
@@ -233,7 +233,7 @@ async def test_completed_history_lets_a_new_request_run(kube: AsyncClient, kubec
 async def test_three_failures_block_with_one_exhausted_retries_notification(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
@@ -290,7 +290,7 @@ async def test_three_failures_block_with_one_exhausted_retries_notification(
 
 
 async def test_a_success_breaks_the_streak(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     at = "2020-01-01T00:00:00Z"
@@ -309,7 +309,7 @@ async def test_a_success_breaks_the_streak(kube: AsyncClient, kubeconfig: Path, 
 
 async def test_only_workflow_failures_count(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     """Failures in analysis, by dedup, by an expired block or a timeout neither count nor break the streak."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     at = "2099-01-01T00:00:00Z"  # far ahead: a counted streak would certainly still block
@@ -335,7 +335,7 @@ async def test_only_workflow_failures_count(kube: AsyncClient, kubeconfig: Path,
 async def test_a_new_streak_gets_its_own_exhausted_retries_notification(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     fp = fingerprint()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     old, recent = "2020-01-01T00:00:00Z", rfc3339(OffsetClock()() - timedelta(minutes=1))
@@ -375,7 +375,7 @@ async def test_a_new_streak_gets_its_own_exhausted_retries_notification(
 
 
 async def test_running_execution_blocks_until_it_ends(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
@@ -406,7 +406,7 @@ async def test_running_execution_blocks_until_it_ends(kube: AsyncClient, kubecon
 async def test_execution_without_phase_blocks_until_deleted(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     await create_wfe(kube, wfe_body("we-x", namespace, f"{namespace}/Deployment/api"))
     async with running(kubeconfig, settings_for(exec_ns), ("orchestrator",)):
@@ -422,7 +422,7 @@ async def test_held_lock_blocks_until_the_pipelinerun_is_deleted(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
     """A finished execution cooling down still holds its PipelineRun: the target is busy."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     clock = OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
@@ -449,7 +449,7 @@ async def test_held_lock_blocks_until_the_pipelinerun_is_deleted(
 async def test_recent_success_of_the_same_workflow_blocks_until_the_cooldown_ends(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
@@ -489,7 +489,7 @@ async def test_recent_success_of_the_same_workflow_blocks_until_the_cooldown_end
 
 
 async def test_a_failed_run_is_no_recent_remediation(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
     await create_wfe(
@@ -509,7 +509,7 @@ async def test_a_failed_run_is_no_recent_remediation(kube: AsyncClient, kubeconf
 async def test_failures_before_execution_back_off_per_target(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit, clock = MemoryAuditSink(), OffsetClock()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"

@@ -8,14 +8,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource, WorkflowExecutionResource
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.orchestrator_support import (
-    STANDIN,
     condition,
     create_rr,
     create_wfe,
@@ -26,12 +32,14 @@ from tests.integration.orchestrator_support import (
     recording,
     rfc3339,
     set_rr_status,
-    standin,
     wait_phase,
     wfe_body,
     wfes,
 )
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
+
+pytestmark = pytest.mark.tekton
 
 BOTH = ("orchestrator", "executor")
 PR_LABEL = "kubernaut.ai/workflow-execution"
@@ -45,18 +53,17 @@ def owners(recorded_events: list[tuple[str, str, str, dict[str, Any]]]) -> dict[
 async def test_happy_path_runs_one_execution_and_one_pipelinerun(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     lock = build_lock_name(f"{namespace}/Deployment/api")
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
     async with (
-        standin(kube, exec_ns),
         recording(kube, PipelineRunResource, exec_ns) as runs,
         recording(kube, WorkflowExecutionResource, namespace) as executions,
         running(kubeconfig, settings, BOTH, audit=audit),
     ):
-        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=STANDIN + "succeed:2tasks-1s"))
+        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=played("succeed:2tasks-1s")))
         status = await wait_phase(kube, "rr-1", namespace, "Completed")
 
         async def released() -> bool:
@@ -85,17 +92,16 @@ async def test_happy_path_runs_one_execution_and_one_pipelinerun(
 async def test_busy_target_blocks_a_second_request_until_the_lock_is_released(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "0s"})
     async with (
-        standin(kube, exec_ns),
         recording(kube, PipelineRunResource, exec_ns) as runs,
         recording(kube, WorkflowExecutionResource, namespace) as executions,
         running(kubeconfig, settings, BOTH, audit=audit),
     ):
-        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=STANDIN + "succeed:1tasks-2s"))
+        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=played("succeed:1tasks-2s")))
         await wait_phase(kube, "rr-1", namespace, "Executing")
         await create_rr(kube, rr_manifest("rr-2", namespace, target=target))
         blocked = await wait_phase(kube, "rr-2", namespace, "Blocked")
@@ -126,16 +132,16 @@ async def test_busy_target_blocks_a_second_request_until_the_lock_is_released(
 async def test_recently_remediated_target_waits_for_the_cooldown_then_runs(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     settings = settings_for(exec_ns, execution={"cooldown": "1s"}, routing={"recentlyRemediatedCooldown": "4s"})
-    async with standin(kube, exec_ns), running(kubeconfig, settings, BOTH):
-        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=STANDIN + "succeed:1tasks-0s"))
+    async with running(kubeconfig, settings, BOTH):
+        await create_rr(kube, rr_manifest("rr-1", namespace, target=target, bundle=played("succeed:1tasks-0s")))
         await wait_phase(kube, "rr-1", namespace, "Completed")
         done = (await kube.get(WorkflowExecutionResource, "we-rr-1", namespace=namespace)).to_dict()
         until = parse_time(done["status"]["completionTime"]) + timedelta(seconds=4)
 
-        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=STANDIN + "succeed:1tasks-0s"))
+        await create_rr(kube, rr_manifest("rr-2", namespace, target=target, bundle=played("succeed:1tasks-0s")))
         blocked = await wait_phase(kube, "rr-2", namespace, "Blocked", blockReason="RecentlyRemediated")
         assert blocked["blockedUntil"] == rfc3339(until)
         assert "blockingWorkflowExecution" not in blocked
@@ -152,14 +158,14 @@ async def test_two_executions_that_slip_past_routing_never_run_together(
     kube: AsyncClient, kubeconfig: Path, namespace: str
 ) -> None:
     """Both requests' executions exist before any controller runs: the lock lets exactly one run."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     canonical = f"{namespace}/Deployment/api"
     now = rfc3339(datetime.now(UTC))
     for name in ("rr-a", "rr-b"):
         rr = await create_rr(kube, rr_manifest(name, namespace, target=target))
-        await create_wfe(kube, wfe_body(f"we-{name}", namespace, canonical, owner=rr, bundle=STANDIN + "succeed:1s"))
+        await create_wfe(kube, wfe_body(f"we-{name}", namespace, canonical, owner=rr, bundle=played("succeed:1s")))
         await set_rr_status(
             kube,
             name,
@@ -180,7 +186,6 @@ async def test_two_executions_that_slip_past_routing_never_run_together(
     creations = metric("workflowexecution_reconciler_pipelinerun_creations_total")
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
     async with (
-        standin(kube, exec_ns),
         recording(kube, PipelineRunResource, exec_ns) as runs,
         running(kubeconfig, settings, BOTH, audit=audit),
     ):

@@ -24,10 +24,10 @@ from tests.integration.operator_process import (
     OperatorProcess,
     ProductionCluster,
     cluster,
-    tekton_standin,
     write_config,
 )
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
 from tests.prometheus_tools import prometheus_tool
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
@@ -35,7 +35,6 @@ __all__ = ["cluster"]  # the fixture, imported for pytest
 DASHBOARD = project_dir() / "config" / "grafana" / "kubernaut.json"
 RULES = project_dir() / "config" / "prometheus" / "rules.yaml"
 CONTROLLERS = ("orchestrator", "executor", "notifier")
-STANDIN = "kubernaut.local/standin/"
 COOLDOWN_SECONDS = 600
 # Panels the scenario leaves empty: no request times out, no reconcile fails or conflicts (a counter
 # with labels has no series before its first increment), and no lock is released within the 600 s
@@ -175,7 +174,7 @@ async def test_every_dashboard_query_is_valid_and_the_exercised_panels_show_data
     namespace = await cluster.namespace("obs")
     busy_target = {"kind": "Deployment", "name": "api", "namespace": namespace}
     failing_target = {"kind": "Deployment", "name": "worker", "namespace": namespace}
-    async with tekton_standin(cluster.admin), operators(cluster, tmp_path) as procs:
+    async with operators(cluster, tmp_path) as procs:
         with prometheus(tmp_path, procs) as server:
 
             async def all_targets_up() -> bool:
@@ -189,7 +188,7 @@ async def test_every_dashboard_query_is_valid_and_the_exercised_panels_show_data
                 return status if status.get("overallPhase") in wanted else None
 
             async def create(name: str, target: dict[str, str], bundle: str) -> None:
-                body = rr_manifest(name, namespace, target=target, bundle=STANDIN + bundle)
+                body = rr_manifest(name, namespace, target=target, bundle=played(bundle))
                 await cluster.admin.create(RemediationRequestResource(body))
 
             # Succeeds; a second request on the same target arrives while its lock is held and is blocked.

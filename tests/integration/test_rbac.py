@@ -40,23 +40,25 @@ from tests.integration.operator_process import (
     OperatorProcess,
     ProductionCluster,
     production_cluster,
-    tekton_standin,
     user_kubeconfig,
     write_config,
 )
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
 
 CLEAR = "kubernaut.ai/clear-execution-block"
-SUCCEED = "kubernaut.local/standin/succeed:1tasks-1s"
-SLOW = "kubernaut.local/standin/succeed:1tasks-4s"
-FAIL = "kubernaut.local/standin/fail:task1of1-1s"
+SUCCEED = "succeed:1tasks-1s"
+SLOW = "succeed:1tasks-4s"
+FAIL = "fail:task1of1-1s"
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ProductionCluster]:
+async def cluster(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> AsyncIterator[ProductionCluster]:
     # Owner-reference enforcement on: creating children with blockOwnerDeletion needs its own right.
     async with production_cluster(
-        tmp_path_factory.mktemp("rbac"), "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"
+        tmp_path_factory.mktemp("rbac"),
+        "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+        registry=bundle_registry,
     ) as found:
         yield found
 
@@ -235,9 +237,9 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
     await bind_clearer(cluster.admin, "alice")
     await bind_clearer(cluster.admin, "bob")
     try:
-        async with tekton_standin(cluster.admin), controllers_as_service_accounts(cluster, tmp_path) as procs:
+        async with controllers_as_service_accounts(cluster, tmp_path) as procs:
             # Happy path.
-            await create_rr(cluster, "rr-ok", namespace, "web", SUCCEED)
+            await create_rr(cluster, "rr-ok", namespace, "web", played(SUCCEED))
             done = await wait_phase(cluster, "rr-ok", namespace, "Completed", "Failed")
             assert done["overallPhase"] == "Completed", done
 
@@ -248,9 +250,9 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
             await eventually(reported, what="the PipelineRunCreated and WorkflowCompleted Events of we-rr-ok")
 
             # Blocked while the target is busy, then runs by itself once the lock is released.
-            await create_rr(cluster, "rr-busy-1", namespace, "api", SLOW)
+            await create_rr(cluster, "rr-busy-1", namespace, "api", played(SLOW))
             await wait_phase(cluster, "rr-busy-1", namespace, "Executing")
-            await create_rr(cluster, "rr-busy-2", namespace, "api", SUCCEED)
+            await create_rr(cluster, "rr-busy-2", namespace, "api", played(SUCCEED))
             blocked = await wait_phase(cluster, "rr-busy-2", namespace, "Blocked")
             assert blocked["blockReason"] == "ResourceBusy"
             assert blocked["blockingWorkflowExecution"] == "we-rr-busy-1"
@@ -260,10 +262,10 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
 
             # A workflow fails while executing: the next request on that target is refused until a
             # person clears the block; the manual-review notification is delivered.
-            await create_rr(cluster, "rr-fail", namespace, "db", FAIL)
+            await create_rr(cluster, "rr-fail", namespace, "db", played(FAIL))
             failed = await wait_phase(cluster, "rr-fail", namespace, "Failed")
             assert failed["failurePhase"] == "workflow_execution", failed
-            await create_rr(cluster, "rr-after", namespace, "db", SUCCEED)
+            await create_rr(cluster, "rr-after", namespace, "db", played(SUCCEED))
             refused = await wait_phase(cluster, "rr-after", namespace, "Failed")
             assert refused["skipReason"] == "PreviousExecutionFailed"
             assert refused["blockingWorkflowExecution"] == "we-rr-fail"
@@ -299,7 +301,7 @@ async def test_remediations_and_blocks_with_the_shipped_rbac(cluster: Production
             assert clearance["clearReason"] == "db restored from backup"
             assert clearance["clearMethod"] == "Annotation"
 
-            await create_rr(cluster, "rr-retry", namespace, "db", SUCCEED)
+            await create_rr(cluster, "rr-retry", namespace, "db", played(SUCCEED))
             retried = await wait_phase(cluster, "rr-retry", namespace, "Completed", "Failed")
             assert retried["overallPhase"] == "Completed", retried
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from lightkube import AsyncClient
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Pod, ServiceAccount
+from lightkube.resources.core_v1 import Pod
 
 from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.devcluster.controlplane import NODE_NAME
@@ -24,7 +23,14 @@ from kubernaut.kube.resources import PipelineRunResource, TaskRunResource, Workf
 from kubernaut.paths import project_dir
 from tests.conftest import TektonCluster
 from tests.integration.executor_support import create_wfe, wait_phase, wfe_status
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import (
+    create_execution_namespace,
+    create_namespace,
+    eventually,
+    get_or_none,
+    running,
+    settings_for,
+)
 from tests.integration.orchestrator_support import create_rr
 from tests.integration.orchestrator_support import wait_phase as wait_rr_phase
 from tests.integration.rr import rr_manifest
@@ -81,9 +87,7 @@ def bundles(tekton_cluster: TektonCluster) -> dict[str, str]:
 
 async def namespaces(kube: AsyncClient) -> tuple[str, str]:
     """(source, execution) namespaces; the execution one has the ServiceAccount the runs use."""
-    source, execution = await create_namespace(kube, "src"), await create_namespace(kube, "exec")
-    await kube.create(ServiceAccount(metadata=ObjectMeta(name=_RUNNER_SA, namespace=execution)))
-    return source, execution
+    return await create_namespace(kube, "src"), await create_execution_namespace(kube)
 
 
 async def pipelinerun(kube: AsyncClient, name: str, namespace: str) -> dict[str, Any]:

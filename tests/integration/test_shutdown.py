@@ -18,10 +18,10 @@ from tests.integration.operator_process import (
     cluster,
     count_pipelinerun_creations,
     holder,
-    tekton_standin,
     write_config,
 )
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import played
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
@@ -66,46 +66,43 @@ async def test_sigterm_mid_flight_then_restart_finishes_everything_once(
     first = [process("orchestrator", 1), process("executor", 1)]
     second: list[OperatorProcess] = []
     try:
-        async with tekton_standin(cluster.admin):
-            for proc in first:
-                await proc.start().wait_ready()
-            for i in range(REMEDIATIONS):
-                target = {"kind": "Deployment", "name": f"svc-{i}", "namespace": namespace}
-                body = rr_manifest(
-                    f"rr-{i}", namespace, target=target, bundle="kubernaut.local/standin/succeed:1tasks-3s"
-                )
-                await cluster.admin.create(RemediationRequestResource(body))
+        for proc in first:
+            await proc.start().wait_ready()
+        for i in range(REMEDIATIONS):
+            target = {"kind": "Deployment", "name": f"svc-{i}", "namespace": namespace}
+            body = rr_manifest(f"rr-{i}", namespace, target=target, bundle=played("succeed:1tasks-3s"))
+            await cluster.admin.create(RemediationRequestResource(body))
 
-            async def mid_flight() -> Counter[str] | None:
-                found = await phases(cluster, namespace)
-                return found if found["Executing"] >= 5 else None
+        async def mid_flight() -> Counter[str] | None:
+            found = await phases(cluster, namespace)
+            return found if found["Executing"] >= 5 else None
 
-            before = await eventually(mid_flight, timeout=180, interval=0.1, what="5 remediations executing")
-            assert before["Completed"] < REMEDIATIONS
+        before = await eventually(mid_flight, timeout=180, interval=0.1, what="5 remediations executing")
+        assert before["Completed"] < REMEDIATIONS
 
-            sent = time.monotonic()
-            for proc in first:
-                proc.signal(signal.SIGTERM)
-            codes = [await proc.wait_exit(GRACE_SECONDS + 5) for proc in first]
-            took = time.monotonic() - sent
-            assert codes == [0, 0], [p.log()[-2000:] for p in first]
-            assert took < GRACE_SECONDS, took
-            assert await holder(cluster, "kubernaut-orchestrator") == ""
-            assert await holder(cluster, "kubernaut-executor") == ""
-            left = await phases(cluster, namespace)
-            assert left["Completed"] < REMEDIATIONS, "the stop must leave work for the restart"
+        sent = time.monotonic()
+        for proc in first:
+            proc.signal(signal.SIGTERM)
+        codes = [await proc.wait_exit(GRACE_SECONDS + 5) for proc in first]
+        took = time.monotonic() - sent
+        assert codes == [0, 0], [p.log()[-2000:] for p in first]
+        assert took < GRACE_SECONDS, took
+        assert await holder(cluster, "kubernaut-orchestrator") == ""
+        assert await holder(cluster, "kubernaut-executor") == ""
+        left = await phases(cluster, namespace)
+        assert left["Completed"] < REMEDIATIONS, "the stop must leave work for the restart"
 
-            second = [process("orchestrator", 2), process("executor", 2)]
-            for proc in second:
-                await proc.start().wait_ready()
+        second = [process("orchestrator", 2), process("executor", 2)]
+        for proc in second:
+            await proc.start().wait_ready()
 
-            async def all_completed() -> bool:
-                return (await phases(cluster, namespace))["Completed"] == REMEDIATIONS
+        async def all_completed() -> bool:
+            return (await phases(cluster, namespace))["Completed"] == REMEDIATIONS
 
-            await eventually(all_completed, timeout=300, interval=0.3, what="every remediation completed")
-            for proc in second:
-                proc.signal(signal.SIGTERM)
-            assert [await proc.wait_exit(GRACE_SECONDS + 5) for proc in second] == [0, 0]
+        await eventually(all_completed, timeout=300, interval=0.3, what="every remediation completed")
+        for proc in second:
+            proc.signal(signal.SIGTERM)
+        assert [await proc.wait_exit(GRACE_SECONDS + 5) for proc in second] == [0, 0]
     finally:
         for proc in [*first, *second]:
             proc.stop_now()

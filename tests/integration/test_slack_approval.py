@@ -34,10 +34,10 @@ from tests.integration.operator_process import (
     OperatorProcess,
     ProductionCluster,
     production_cluster,
-    tekton_standin,
     write_config,
 )
 from tests.integration.rr import rr_manifest, rr_status
+from tests.integration.tekton_support import played
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 SIGNING_REF = f"{SYSTEM_NAMESPACE}/kubernaut-slack-signing-secret:signing-secret"
@@ -83,7 +83,7 @@ async def secret(cluster: ProductionCluster, name: str, values: dict[str, str]) 
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+async def running(tmp_path_factory: pytest.TempPathFactory, bundle_registry: str) -> AsyncIterator[Running]:
     directory = tmp_path_factory.mktemp("slack")
     slack = SlackStandIn()
     runner = web.AppRunner(slack.app())
@@ -91,7 +91,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     slack.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    async with production_cluster(directory) as cluster:
+    async with production_cluster(directory, registry=bundle_registry) as cluster:
         namespace = await cluster.namespace("slack")
         await secret(cluster, "kubernaut-slack-signing-secret", {"signing-secret": SIGNING_SECRET})
         await secret(cluster, "kubernaut-notification-channels", {"slack-url": f"{slack.url}/webhook"})
@@ -116,23 +116,20 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
             slack_approvers=dict([APPROVER]),
         )
         try:
-            async with tekton_standin(cluster.admin):
-                for component in ("orchestrator", "executor", "notifier"):
-                    config = write_config(
-                        directory / f"{component}.yaml", audit_db=directory / f"{component}.db", extra=extra
-                    )
-                    kubeconfig = await cluster.kubeconfig_for(component)
-                    procs.append(
-                        OperatorProcess(
-                            component, kubeconfig, config, component, directory / f"{component}.log"
-                        ).start()
-                    )
-                for proc in procs:
-                    await proc.wait_ready()
-                url = await gateway.start()
-                yield Running(cluster, namespace, slack, url, directory / "orchestrator.db")
-                for proc in procs:
-                    assert "forbidden" not in proc.log().lower(), f"{proc.name} was refused:\n{proc.log()[-3000:]}"
+            for component in ("orchestrator", "executor", "notifier"):
+                config = write_config(
+                    directory / f"{component}.yaml", audit_db=directory / f"{component}.db", extra=extra
+                )
+                kubeconfig = await cluster.kubeconfig_for(component)
+                procs.append(
+                    OperatorProcess(component, kubeconfig, config, component, directory / f"{component}.log").start()
+                )
+            for proc in procs:
+                await proc.wait_ready()
+            url = await gateway.start()
+            yield Running(cluster, namespace, slack, url, directory / "orchestrator.db")
+            for proc in procs:
+                assert "forbidden" not in proc.log().lower(), f"{proc.name} was refused:\n{proc.log()[-3000:]}"
         finally:
             await gateway.stop()
             await gateway_client.close()
@@ -176,9 +173,8 @@ async def approval(run: Running, name: str) -> dict[str, Any]:
 
 
 async def test_a_signed_click_approves_and_everything_else_changes_nothing(running: Running) -> None:
-    body = rr_manifest(
-        "rr-slack", running.namespace, target={"kind": "Deployment", "name": "web", "namespace": running.namespace}
-    )
+    where = {"kind": "Deployment", "name": "web", "namespace": running.namespace}
+    body = rr_manifest("rr-slack", running.namespace, target=where, bundle=played("succeed:1tasks-1s"))
     await running.cluster.admin.create(RemediationRequestResource(body))
 
     async def posted() -> dict[str, Any] | None:  # the approval message, with its buttons, from the notifier

@@ -24,15 +24,15 @@ from kubernaut.cli import app
 from kubernaut.domain.signals import RESOLVED_ANNOTATION
 from kubernaut.gateway import GatewayServer
 from kubernaut.kube.resources import RemediationRequestResource
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, create_namespace, eventually, running, settings_for
 from tests.integration.orchestrator_support import (
-    STANDIN,
     completed_wfe_status,
     notifications,
     parse_time,
     set_wfe_status,
     wait_phase,
 )
+from tests.integration.tekton_support import UNRESOLVED_BUNDLE
 from tests.integration.test_alertmanager import (  # noqa: F401  (fixtures)
     Capture,
     capture,
@@ -118,13 +118,13 @@ async def system(
     """Catalog entry, orchestrator, Alertmanager: (signal name, session, audit, Alertmanager URL, the
     target's namespace)."""
     server, token = gateway
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     signal = f"ApiDown{uuid.uuid4().hex[:8]}"
     shop = await create_namespace(kube, "shop")  # where the alert's Deployment lives, opted in
     audit = MemoryAuditSink()
     settings = settings_for(exec_ns, effectiveness={"window": window}, routing={"recentlyRemediatedCooldown": "0s"})
     async with (
-        catalog(kube, entry("restart-api", signal, STANDIN + "succeed:1s")),
+        catalog(kube, entry("restart-api", signal, UNRESOLVED_BUNDLE)),
         running(kubeconfig, settings, ("orchestrator",), audit=audit),
         aiohttp.ClientSession() as session,
     ):

@@ -16,9 +16,8 @@ from aiohttp import web
 from lightkube import AsyncClient
 
 from kubernaut.domain.signals import RESOLVED_ANNOTATION
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
 from tests.integration.orchestrator_support import (
-    STANDIN,
     completed_wfe_status,
     create_rr,
     rfc3339,
@@ -26,6 +25,7 @@ from tests.integration.orchestrator_support import (
     wait_phase,
 )
 from tests.integration.rr import rr_manifest
+from tests.integration.tekton_support import UNRESOLVED_BUNDLE
 from tests.integration.test_orchestrator_bad_input import catalog, entry
 from tests.integration.test_prometheus_dashboard import Prometheus
 
@@ -70,7 +70,7 @@ async def assess(kube: AsyncClient, name: str, namespace: str) -> dict[str, Any]
 async def test_the_metric_check_holds_fails_and_is_inconclusive_without_prometheus(
     kube: AsyncClient, kubeconfig: Path, namespace: str, scrape_target: str, tmp_path: Path
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     server = Prometheus(tmp_path, [scrape_target])
     server.start()
     try:
@@ -89,8 +89,18 @@ async def test_the_metric_check_holds_fails_and_is_inconclusive_without_promethe
         async with (
             catalog(
                 kube,
-                entry("check-holds", holds, STANDIN + "succeed:1s", verification={"promql": "api_healthy == 1"}),
-                entry("check-fails", fails, STANDIN + "succeed:1s", verification={"promql": "api_healthy == 0"}),
+                entry(
+                    "check-holds",
+                    holds,
+                    UNRESOLVED_BUNDLE,
+                    verification={"promql": "api_healthy == 1"},
+                ),
+                entry(
+                    "check-fails",
+                    fails,
+                    UNRESOLVED_BUNDLE,
+                    verification={"promql": "api_healthy == 0"},
+                ),
             ),
             running(kubeconfig, settings, ("orchestrator",)),
         ):

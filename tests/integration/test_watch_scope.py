@@ -9,7 +9,7 @@ from lightkube import AsyncClient
 
 from kubernaut.controllers.kinds import PIPELINERUN_KIND
 from kubernaut.kube.resources import PipelineRunResource
-from tests.integration.harness import create_namespace, eventually, running, settings_for
+from tests.integration.harness import create_execution_namespace, create_namespace, eventually, running, settings_for
 
 
 def pipelinerun(name: str, namespace: str, *, ours: bool = True) -> Any:
@@ -27,7 +27,7 @@ def pipelinerun(name: str, namespace: str, *, ours: bool = True) -> Any:
 async def test_pipelineruns_are_watched_in_the_execution_namespace_only_and_only_ours(
     kube: AsyncClient, kubeconfig: Path
 ) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     other_ns = await create_namespace(kube, "other")
     await kube.create(pipelinerun("before", exec_ns))
     await kube.create(pipelinerun("before", other_ns))

@@ -30,7 +30,7 @@ from kubernaut.domain.pipelinerun import build_pipelinerun
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import NotificationRequestResource, PipelineRunResource
 from kubernaut.web.server import UiConfig, serving
-from tests.integration.harness import create_namespace, eventually
+from tests.integration.harness import create_execution_namespace, eventually
 from tests.integration.orchestrator_support import (
     create_rr,
     create_wfe,
@@ -137,7 +137,7 @@ def _event(rr: dict[str, Any], event_type: str, outcome: str, moment: datetime) 
 async def scene(kube: AsyncClient, namespace: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """A target locked by a running execution with a request waiting on it, a request whose execution
     failed (with a notification and audit events), and a new request."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     target = {"kind": "Deployment", "name": "app", "namespace": namespace}
     target_string = f"{namespace}/Deployment/app"
     now = datetime.now(UTC)

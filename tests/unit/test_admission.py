@@ -100,7 +100,7 @@ def test_clearance_identity_after_mutation(old: dict[str, str], new: dict[str, s
     "reference",
     [
         "ghcr.io/acme/workflows/restart-pod:v1.2.0",
-        "kubernaut.local/standin/succeed:2tasks-3s",
+        "kubernaut.local/samples/succeed:2tasks-3s",
         "localhost:5000/restart:1",
         "registry.example.com:443/team/a__b/c.d-e:latest",
         "docker.io/library/restart@sha256:" + "a" * 64,

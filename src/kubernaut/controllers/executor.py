@@ -7,6 +7,7 @@ It makes no routing decision, and knows the engines only through `kubernaut.exec
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -150,17 +151,28 @@ class Executor:
         for rival in BACKENDS.values():
             held = self.runs[rival.engine].get(f"{self.namespace}/{name}") if rival is not backend else None
             if held is not None and not is_owned_by(held, wfe):
-                other_ns, other_wfe = parse_owner(held)
-                return await self._fail_before_execution(
-                    wfe,
-                    FailureReason.EXECUTION_RACE_CONDITION,
-                    ex.build_race_message(name, other_wfe, other_ns, rival.kind),
-                    failed_to=f"create {backend.kind}",
-                )
+                return await self._fail_race(wfe, held, name, rival.kind, backend.kind)
+        created = await self._create_run(wfe, backend, manifest)
+        if isinstance(created, Result):
+            return created
+        run, is_new = created
+        if is_new:
+            WE_PIPELINERUN_CREATIONS.inc()
+            crash_point("executor.pipelinerun-created")
+            await self._start(wfe, name, start_time=now, adopted=False)
+            return Result.after(RUNNING_RESYNC_SECONDS)
+        if is_owned_by(run, wfe):
+            created_at = ex.parse_time(run["metadata"].get("creationTimestamp")) or self.clock()
+            await self._start(wfe, name, start_time=created_at, adopted=True)
+            return Result.after(RUNNING_RESYNC_SECONDS)
+        return await self._fail_race(wfe, run, name, backend.kind, backend.kind)
+
+    async def _create_run(
+        self, wfe: WorkflowExecution, backend: ExecutionBackend, manifest: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool] | Result:
+        """The run's object and whether this call created it; or the failure that ends the WFE."""
         try:
-            pipelinerun, created = await create_idempotent(
-                self.client, backend.resource(manifest), into=self.runs[backend.engine]
-            )
+            return await create_idempotent(self.client, backend.resource(manifest), into=self.runs[backend.engine])
         except NotFound as exc:  # the kind is not served (no Tekton), or the execution namespace is missing
             return await self._fail_before_execution(
                 wfe,
@@ -176,21 +188,17 @@ class Executor:
             return await self._fail_before_execution(
                 wfe, reason, f"Failed to create {backend.kind}: {exc.message}", failed_to=f"create {backend.kind}"
             )
-        if created:
-            WE_PIPELINERUN_CREATIONS.inc()
-            crash_point("executor.pipelinerun-created")
-            await self._start(wfe, name, start_time=now, adopted=False)
-            return Result.after(RUNNING_RESYNC_SECONDS)
-        if is_owned_by(pipelinerun, wfe):
-            created_at = ex.parse_time(pipelinerun["metadata"].get("creationTimestamp")) or self.clock()
-            await self._start(wfe, name, start_time=created_at, adopted=True)
-            return Result.after(RUNNING_RESYNC_SECONDS)
-        other_ns, other = parse_owner(pipelinerun)
+
+    async def _fail_race(
+        self, wfe: WorkflowExecution, held: dict[str, Any], name: str, held_kind: str, creating_kind: str
+    ) -> Result:
+        """The lock `name` is held by another WFE's `held_kind`: this one fails before execution."""
+        other_ns, other_wfe = parse_owner(held)
         return await self._fail_before_execution(
             wfe,
             FailureReason.EXECUTION_RACE_CONDITION,
-            ex.build_race_message(name, other, other_ns, backend.kind),
-            failed_to=f"create {backend.kind}",
+            ex.build_race_message(name, other_wfe, other_ns, held_kind),
+            failed_to=f"create {creating_kind}",
         )
 
     async def _start(self, wfe: WorkflowExecution, name: str, *, start_time: datetime, adopted: bool) -> None:
@@ -371,13 +379,10 @@ class Executor:
         if run is None or not is_owned_by(run, wfe):
             return False
         if run["metadata"].get("deletionTimestamp"):
-            return False  # released already; a Job being deleted still holds the lock until its pods are gone
+            return False  # released already; a run being deleted still holds the lock until its children are gone
         uid = run["metadata"]["uid"]  # every body the API server answers carries one
-        if not await backend.delete(self.client, name, self.namespace, uid=uid):
-            return False  # replaced since it was read: the new one is another execution's lock
-        if not backend.foreground_delete:  # else it is still there, and a lock, until its watch says DELETED
-            cache.apply("DELETED", run)
-        return True
+        # False when it was replaced since it was read: the new one is another execution's lock.
+        return await backend.delete(self.client, name, self.namespace, uid=uid)
 
     async def _fetch_run(self, backend: ExecutionBackend, name: str) -> Body | None:
         return await get_object(self.client, backend.resource, name, self.namespace, into=self.runs[backend.engine])

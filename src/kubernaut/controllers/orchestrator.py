@@ -142,23 +142,40 @@ class _Unwritten:
 class Orchestrator:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
-        self.routing = manager.settings.routing_policy()
-        self.timeouts = manager.settings.timeouts.policy()
-        self.effectiveness = manager.settings.effectiveness.policy()
+        self.audit = manager.audit
+        self.clock = manager.clock
+        self._unwritten: dict[str, _Unwritten] = {}
+        self._take_policies(manager)
+        self._add_caches(manager)
+        # Rate limits are cluster-wide: one decision that may create an execution at a time, so that
+        # two workers never both take the last free slot (the cache holds a created one at once).
+        self._gate_lock = asyncio.Lock()
+        # One routing decision per target at a time (see _target_lock).
+        self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.controller = manager.add_controller(
+            Controller("orchestrator", self.reconcile, workers=WORKERS, finished=self.finished)
+        )
+        self.breaker_controller = manager.add_controller(Controller("breaker-reset", self._record_reset, workers=1))
+        self._subscribe(manager)
+
+    def _take_policies(self, manager: Manager) -> None:
+        settings = manager.settings
+        self.routing = settings.routing_policy()
+        self.timeouts = settings.timeouts.policy()
+        self.effectiveness = settings.effectiveness.policy()
         self.policy = tr.PlanPolicy(
             self.routing,
             self.timeouts,
-            manager.settings.notifications.for_priority,
-            approval=manager.settings.approval.policy(),
-            dry_run=manager.settings.dry_run.enabled,
+            settings.notifications.for_priority,
+            approval=settings.approval.policy(),
+            dry_run=settings.dry_run.enabled,
             effectiveness=self.effectiveness,
         )
-        self.audit = manager.audit
-        self._unwritten: dict[str, _Unwritten] = {}
-        self.clock = manager.clock
-        self.exec_namespace = manager.settings.execution.namespace
-        self.service_account = manager.settings.execution.service_account
-        self.gate_policy = manager.settings.gate_policy()
+        self.exec_namespace = settings.execution.namespace
+        self.service_account = settings.execution.service_account
+        self.gate_policy = settings.gate_policy()
+
+    def _add_caches(self, manager: Manager) -> None:
         self.rrs = manager.cache(
             RR_KIND,
             {
@@ -174,9 +191,15 @@ class Orchestrator:
         self.rrs.add_index(HISTORY_BY_FINGERPRINT, index_rr_by_fingerprint, order=_rr_order)
         self.rrs.add_index(ACTIVE_BY_FINGERPRINT, _index_active_rr_by_fingerprint)
         self.rrs.add_index(ACTIVE_RR_BY_TARGET, _index_active_rr_by_target)
+        self.rrs.add_index(ACTIVE_BY_SCOPE, _index_active_rr_by_scope)
+        self.rrs.add_index(GATE_WAITING, _index_gate_waiting)
         self.wfes = manager.cache(WFE_KIND, {TARGET_INDEX: index_wfe_by_target})
         self.wfes.add_index(ACTIVE_BY_TARGET, _index_active_wfe_by_target)
         self.wfes.add_index(FINISHED_BY_TARGET, _index_finished_wfe_by_target, order=_wfe_finish_order)
+        self.wfes.add_index(ACTIVE_ANY, _index_active_wfe)
+        self.wfes.add_index(CREATED, _index_every_wfe, order=_wfe_creation_order)
+        self.wfes.add_index(CREATED_IN_NAMESPACE, _index_wfe_namespace, order=_wfe_creation_order)
+        self.wfes.add_index(EXECUTION_FAILURES, _index_execution_failure, order=_wfe_finish_order)
         self.pipelineruns = manager.cache(PIPELINERUN_KIND)
         self.jobs = manager.cache(JOB_KIND)
         self.catalog = manager.cache(WORKFLOW_KIND)
@@ -186,20 +209,8 @@ class Orchestrator:
         self.namespaces = manager.cache(NAMESPACE_KIND)
         self.nodes = manager.cache(NODE_KIND)
         self.breaker = manager.cache(BREAKER_KIND)
-        self.rrs.add_index(ACTIVE_BY_SCOPE, _index_active_rr_by_scope)
-        self.rrs.add_index(GATE_WAITING, _index_gate_waiting)
-        self.wfes.add_index(ACTIVE_ANY, _index_active_wfe)
-        self.wfes.add_index(CREATED, _index_every_wfe, order=_wfe_creation_order)
-        self.wfes.add_index(CREATED_IN_NAMESPACE, _index_wfe_namespace, order=_wfe_creation_order)
-        self.wfes.add_index(EXECUTION_FAILURES, _index_execution_failure, order=_wfe_finish_order)
-        # Rate limits are cluster-wide: one decision that may create an execution at a time, so that
-        # two workers never both take the last free slot (the cache holds a created one at once).
-        self._gate_lock = asyncio.Lock()
-        # One routing decision per target at a time (see _target_lock).
-        self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.controller = manager.add_controller(
-            Controller("orchestrator", self.reconcile, workers=WORKERS, finished=self.finished)
-        )
+
+    def _subscribe(self, manager: Manager) -> None:
         manager.on_event(RR_KIND, self._on_request)
         manager.on_event(WFE_KIND, self._on_execution)
         manager.on_event(PIPELINERUN_KIND, self._on_pipelinerun)
@@ -209,7 +220,6 @@ class Orchestrator:
         manager.on_event(NAMESPACE_KIND, lambda _t, body, old: self._on_scope_object("Namespace", body, old))
         manager.on_event(NODE_KIND, lambda _t, body, old: self._on_scope_object("Node", body, old))
         manager.on_event(BREAKER_KIND, self._on_breaker)
-        self.breaker_controller = manager.add_controller(Controller("breaker-reset", self._record_reset, workers=1))
 
     # -- wake-ups: the events that clear blocks or finish phases ----------------------------------
 

@@ -1,19 +1,142 @@
-"""The sample catalog's workflow bundles, built for the local cluster's real Tekton from their names.
+"""The sample workflows: real Tekton Pipelines whose tasks kwok, the fake kubelet, plays as their name
+says, pushed as bundles to the local registry.
 
-A sample bundle is named as in `behaviour.py` (`kubernaut.local/standin/<outcome>:<tag>`, such as
-`fail:task2of3-exit1-5s`). `build_pipeline` makes it a Tekton Pipeline whose tasks kwok, the fake
-kubelet, plays as the name says (the stages in tools/controlplane/kwok/stages/ read each task pod's
-annotations): every task runs for its share of the duration; the failing task's step exits with
-the code (137 and OOMKilled for oom); a timeout's last task hangs until its `timeout`; an image
-pull failure's first task cannot pull its image. `localize_catalog` pushes each bundle the catalog
-names to the local registry and points the catalog at it.
+A sample bundle is named by what it plays:
+
+    kubernaut.local/samples/<outcome>:<tag>     (the catalog's placeholder; tests name `<outcome>:<tag>`)
+
+    succeed:   [<N>tasks-]<duration>               N tasks (default 1), all succeed
+    fail:      task<I>of<N>[-exit<C>]-<duration>   task I's step exits with C (default 1); later tasks are skipped
+    oom:       task<I>of<N>-<duration>             task I's step is OOMKilled (exit 137)
+    timeout:   [<N>tasks-]<duration>               the last task hangs until its timeout
+    imagepull: <duration>                          the first task cannot pull its image; nothing runs
+
+`<duration>` is a Go duration (`0s`, `750ms`, `3s`): the tasks share it equally. `build_pipeline`
+makes the name a Pipeline `workflow` whose task pods carry the annotations that kwok's stages
+(tools/controlplane/kwok/stages/) read; Tekton itself runs it as any other Pipeline.
+`localize_catalog` pushes each sample bundle the catalog names to the local registry and points the
+catalog at it.
 """
 
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
-from kubernaut.devcluster.behaviour import BUNDLE_PREFIX, Behaviour, Outcome, is_standin_bundle, parse_bundle
-from kubernaut.domain.duration import format_go_duration
+from kubernaut.domain.duration import format_go_duration, parse_go_duration
+
+SAMPLE_PREFIX = "kubernaut.local/samples/"
+MAX_TASKS = 20
+OOM_EXIT_CODE = 137
+
+_TASKS = re.compile(r"(\d+)tasks?")
+_FAILING_TASK = re.compile(r"task(\d+)of(\d+)")
+_EXIT = re.compile(r"exit(\d+)")
+
+
+class Outcome(StrEnum):
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    IMAGEPULL = "imagepull"
+
+
+# Which optional tokens each outcome takes besides the duration, and which it requires.
+_ALLOWED: dict[Outcome, frozenset[str]] = {
+    Outcome.SUCCEED: frozenset({"tasks"}),
+    Outcome.FAIL: frozenset({"failing", "exit"}),
+    Outcome.OOM: frozenset({"failing"}),
+    Outcome.TIMEOUT: frozenset({"tasks"}),
+    Outcome.IMAGEPULL: frozenset(),
+}
+_REQUIRED: dict[Outcome, frozenset[str]] = {Outcome.FAIL: frozenset({"failing"}), Outcome.OOM: frozenset({"failing"})}
+_FORMS = {
+    Outcome.SUCCEED: "succeed:[<N>tasks-]<duration>",
+    Outcome.FAIL: "fail:task<I>of<N>[-exit<C>]-<duration>",
+    Outcome.OOM: "oom:task<I>of<N>-<duration>",
+    Outcome.TIMEOUT: "timeout:[<N>tasks-]<duration>",
+    Outcome.IMAGEPULL: "imagepull:<duration>",
+}
+
+
+class BundleError(ValueError):
+    """A sample bundle name that does not follow the grammar."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    outcome: Outcome
+    tasks: int
+    duration: timedelta
+    failing_task: int | None = None  # 1-based, for fail and oom
+    exit_code: int | None = None  # for fail
+
+
+def parse_sample(bundle: str) -> Behaviour:
+    """What a sample bundle name (`succeed:2tasks-3s`, optionally under `kubernaut.local/samples/`)
+    has kwok play; BundleError if it is malformed."""
+    reference = bundle.removeprefix(SAMPLE_PREFIX).split("@", 1)[0]
+    outcome_text, colon, tag = reference.partition(":")
+    try:
+        outcome = Outcome(outcome_text)
+    except ValueError:
+        known = ", ".join(o.value for o in Outcome)
+        raise BundleError(f"bundle {bundle!r}: unknown behaviour {outcome_text!r} (known: {known})") from None
+    if not colon or not tag:
+        raise BundleError(f"bundle {bundle!r}: missing tag, expected {_FORMS[outcome]}")
+    *tokens, duration_text = tag.split("-")
+    values = _parse_tokens(bundle, outcome, tokens)
+    duration = _parse_duration(duration_text, f"bundle {bundle!r}: expected {_FORMS[outcome]}, and")
+    if outcome in (Outcome.FAIL, Outcome.OOM):
+        failing, tasks = values["failing"]
+        if not 1 <= failing <= tasks:
+            raise BundleError(f"bundle {bundle!r}: task{failing}of{tasks} names no task (1 <= I <= N)")
+        exit_code = OOM_EXIT_CODE if outcome is Outcome.OOM else values.get("exit", (1,))[0]
+        if not 1 <= exit_code <= 255:
+            raise BundleError(f"bundle {bundle!r}: exit{exit_code} must be between 1 and 255")
+        return Behaviour(outcome, tasks=tasks, duration=duration, failing_task=failing, exit_code=exit_code)
+    tasks = values.get("tasks", (1,))[0] if outcome is not Outcome.IMAGEPULL else 0
+    return Behaviour(outcome, tasks=tasks, duration=duration)
+
+
+def _parse_tokens(bundle: str, outcome: Outcome, tokens: list[str]) -> dict[str, tuple[int, ...]]:
+    values: dict[str, tuple[int, ...]] = {}
+    for token in tokens:
+        kind, numbers = _classify_token(token)
+        if kind is None or kind not in _ALLOWED[outcome]:
+            raise BundleError(f"bundle {bundle!r}: unexpected {token!r}, expected {_FORMS[outcome]}")
+        if kind in values:
+            raise BundleError(f"bundle {bundle!r}: {token!r} given twice")
+        values[kind] = numbers
+    missing = _REQUIRED.get(outcome, frozenset()) - values.keys()
+    if missing:
+        raise BundleError(f"bundle {bundle!r}: missing task<I>of<N>, expected {_FORMS[outcome]}")
+    count = values["failing"][1] if "failing" in values else values.get("tasks", (1,))[0]
+    if not 1 <= count <= MAX_TASKS:
+        raise BundleError(f"bundle {bundle!r}: the pipeline must have 1 to {MAX_TASKS} tasks, not {count}")
+    return values
+
+
+def _classify_token(token: str) -> tuple[str | None, tuple[int, ...]]:
+    for kind, pattern in (("tasks", _TASKS), ("failing", _FAILING_TASK), ("exit", _EXIT)):
+        match = pattern.fullmatch(token)
+        if match:
+            return kind, tuple(int(group) for group in match.groups())
+    return None, ()
+
+
+def _parse_duration(text: str, context: str) -> timedelta:
+    try:
+        duration = parse_go_duration(text)
+    except ValueError:
+        raise BundleError(f"{context} {text!r} is not a Go duration such as 0s, 750ms or 3s") from None
+    if duration < timedelta(0):
+        raise BundleError(f"{context} duration {text!r} is negative")
+    return duration
+
 
 STEP_IMAGE = "fake.local/tools/kubectl"  # never pulled: every step has a script, and kwok runs no container
 STEP = "run"
@@ -68,7 +191,11 @@ def _played(
 
 def local_image(bundle: str, registry: str) -> str:
     """Where the local registry holds a sample bundle."""
-    return f"{registry}/samples/{bundle[len(BUNDLE_PREFIX) :].split('@', 1)[0]}"
+    return f"{registry}/samples/{bundle.removeprefix(SAMPLE_PREFIX).split('@', 1)[0]}"
+
+
+def is_sample(bundle: str) -> bool:
+    return bundle.startswith(SAMPLE_PREFIX)
 
 
 def localize_catalog(
@@ -80,11 +207,11 @@ def localize_catalog(
     localized = []
     for obj in objects:
         image = str((obj.get("spec") or {}).get("containerImage") or "")
-        if obj.get("kind") != "RemediationWorkflow" or not is_standin_bundle(image):
+        if obj.get("kind") != "RemediationWorkflow" or not is_sample(image):
             localized.append(dict(obj))
             continue
         if image not in pushed:
             pushed[image] = local_image(image, registry)
-            push(pushed[image], [build_pipeline(parse_bundle(image))])
+            push(pushed[image], [build_pipeline(parse_sample(image))])
         localized.append({**obj, "spec": {**obj["spec"], "containerImage": pushed[image]}})
     return localized

@@ -289,6 +289,16 @@ class ControlPlane:
         self._procs.remove(proc)
         return proc
 
+    def take_exited(self, name: str) -> _Process | None:
+        """The process `name` if it has exited by itself (no longer the plane's; `respawn` starts it
+        again), else None."""
+        proc = next((p for p in self._procs if p.name == name), None)
+        if proc is None or proc.popen.poll() is None:
+            return None
+        proc.log_file.close()
+        self._procs.remove(proc)
+        return proc
+
     def respawn(self, crashed: _Process, ready: Any, timeout: float) -> None:
         """Start a crashed process again as it was started; wait for `ready()`."""
         self.spawn(crashed.name, crashed.argv, crashed.env, ready, timeout)

@@ -154,6 +154,20 @@ def crash_controller(plane: ControlPlane, timeout: float = 120.0) -> Callable[[]
     return restart
 
 
+def restart_exited(plane: ControlPlane, timeout: float = 120.0) -> list[str]:
+    """Start Tekton's processes that have exited again, as they were started, as a cluster restarts
+    a Deployment's pods: both exit when they lose the API server (the resolvers' lease is lost, the
+    controller's informers stop). The names started again."""
+    restarted = []
+    for name in ("tekton-controller", "tekton-resolvers"):
+        exited = plane.take_exited(name)
+        if exited is not None:
+            log.warning("%s exited; starting it again", name)
+            plane.respawn(exited, _logged(plane.log_path(name)), timeout)
+            restarted.append(name)
+    return restarted
+
+
 def _logged(path: Path) -> Any:
     """Ready once the process has logged that its controllers start (after this point in the log)."""
     offset = path.stat().st_size if path.exists() else 0

@@ -23,8 +23,6 @@ class ExecutionBackend(Protocol):
     engine: ExecutionEngine
     kind: str  # of the object that runs the workflow and is the lock: "PipelineRun", "Job"
     resource: Any  # its lightkube resource class
-    # True: a delete leaves the object in place until its dependents are gone (the lock lives on).
-    foreground_delete: bool
 
     def validate(self, wfe: WorkflowExecution) -> str | None:
         """What stops this engine from running the WFE, for people; None when it may run."""
@@ -36,7 +34,8 @@ class ExecutionBackend(Protocol):
         """The run's outcome; a failure comes with its FailureDetails (the same shape for every engine)."""
 
     async def delete(self, client: AsyncClient, name: str, namespace: str, *, uid: str) -> bool:
-        """Delete the run if it still has `uid` (see `kube.api.delete_if_ours`)."""
+        """Delete the run if it still has `uid` (see `kube.api.delete_if_ours`), in the foreground: the
+        object, and so the lock, stays until its dependents are gone."""
 
 
 BACKENDS: dict[ExecutionEngine, ExecutionBackend] = {

@@ -17,7 +17,6 @@ from kubernaut.kube.runtime import Body
 class JobBackend:
     engine = ExecutionEngine.JOB
     kind = "Job"
-    foreground_delete = True
     resource: Any = JobResource
 
     def validate(self, wfe: WorkflowExecution) -> str | None:

@@ -19,7 +19,6 @@ from kubernaut.kube.runtime import Body
 class TektonBackend:
     engine = ExecutionEngine.TEKTON
     kind = "PipelineRun"
-    foreground_delete = False
     resource: Any = PipelineRunResource
 
     def validate(self, wfe: WorkflowExecution) -> str | None:
@@ -43,7 +42,11 @@ class TektonBackend:
         return RunObservation(observation.outcome, observation.summary, failure=failure)
 
     async def delete(self, client: AsyncClient, name: str, namespace: str, *, uid: str) -> bool:
-        return await delete_if_ours(client, PipelineRunResource, name, namespace, uid=uid)
+        # Foreground: the PipelineRun (the lock) stays until its TaskRuns, and their pods, are gone.
+        # Tekton names a TaskRun after its PipelineRun and task, and a PipelineRun of the same name
+        # created while the old TaskRuns still exist adopts them: the next run on the target would
+        # end with the outcome of the last one without running.
+        return await delete_if_ours(client, PipelineRunResource, name, namespace, uid=uid, propagation="Foreground")
 
 
 async def _fetch_taskruns(client: AsyncClient, pipelinerun: Body) -> dict[str, Body]:

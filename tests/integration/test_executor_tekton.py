@@ -1,9 +1,6 @@
-"""The executor with the Tekton stand-in playing Tekton: real PipelineRun and TaskRun status shapes,
-real time, the whole way from creation to the release of the lock."""
+"""The executor on real Tekton, with kwok playing the pods: every outcome the whole way from creation
+to the release of the lock, its audit and its metrics."""
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +8,6 @@ import pytest
 from lightkube import AsyncClient
 
 from kubernaut.audit.memory import MemoryAuditSink
-from kubernaut.devcluster.tekton_standin import TektonStandIn
 from kubernaut.domain.duration import format_go_duration
 from kubernaut.domain.target import build_lock_name
 from kubernaut.kube.resources import PipelineRunResource
@@ -26,46 +22,35 @@ from tests.integration.executor_support import (
     sample,
     wait_events,
     wait_phase,
+    wait_run_gone,
     watching_pipelineruns,
 )
-from tests.integration.harness import create_namespace, eventually, get_or_none, running, settings_for
+from tests.integration.harness import create_execution_namespace, eventually, running, settings_for
+from tests.integration.tekton_support import played
 
-pytestmark = pytest.mark.usefixtures("isolated_wfes")
-
-STANDIN = "kubernaut.local/standin/"
+pytestmark = [pytest.mark.tekton, pytest.mark.usefixtures("isolated_wfes")]
 
 
 def wire_duration(status: dict[str, Any]) -> str:
     return format_go_duration(parse_time(status["completionTime"]) - parse_time(status["startTime"]))
 
 
-@contextlib.asynccontextmanager
-async def tekton_standin(client: AsyncClient, namespace: str) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(TektonStandIn(client, namespace, retry_delay=0.2).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-
-async def test_every_outcome_through_the_standin(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
-    exec_ns = await create_namespace(kube, "exec")
+async def test_every_outcome_on_real_tekton(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()
     metrics = Metrics()
     runs: dict[str, tuple[str, str]] = {
         "wfe-ok": ("succeed:2tasks-1s", "Completed"),
         "wfe-fail": ("fail:task2of3-exit3-1s", "Failed"),
         "wfe-oom": ("oom:task1of2-1s", "Failed"),
-        "wfe-timeout": ("timeout:1s", "Failed"),
+        "wfe-timeout": ("timeout:2tasks-4s", "Failed"),  # the first task runs, the second hangs
         "wfe-pull": ("imagepull:1s", "Failed"),
     }
     locks = {name: build_lock_name(f"{namespace}/Deployment/{name}") for name in runs}
     settings = settings_for(exec_ns, execution={"cooldown": "1s"})
-    async with tekton_standin(kube, exec_ns), running(kubeconfig, settings, ("executor",), audit=audit):
+    async with running(kubeconfig, settings, ("executor",), audit=audit):
         for name, (bundle, _) in runs.items():
-            await create_wfe(kube, name, namespace, f"{namespace}/Deployment/{name}", containerImage=STANDIN + bundle)
+            await create_wfe(kube, name, namespace, f"{namespace}/Deployment/{name}", containerImage=played(bundle))
         statuses: dict[str, dict[str, Any]] = {}
         for name, (_, phase) in runs.items():
             statuses[name] = await wait_phase(kube, name, namespace, phase)
@@ -107,7 +92,7 @@ async def test_every_outcome_through_the_standin(kube: AsyncClient, kubeconfig: 
         # After the cooldown every lock is released.
         for name in runs:
             await wait_events(kube, namespace, name, "LockReleased")
-            assert await get_or_none(kube, PipelineRunResource, locks[name], exec_ns) is None
+            await wait_run_gone(kube, locks[name], exec_ns)
 
         # The target is free again: the next run on it gets a new PipelineRun and completes.
         async with watching_pipelineruns(kube, exec_ns) as watch:
@@ -116,7 +101,7 @@ async def test_every_outcome_through_the_standin(kube: AsyncClient, kubeconfig: 
                 "wfe-ok-again",
                 namespace,
                 f"{namespace}/Deployment/wfe-ok",
-                containerImage=STANDIN + "succeed:1tasks-0s",
+                containerImage=played("succeed:1tasks-0s"),
             )
             await wait_phase(kube, "wfe-ok-again", namespace, "Completed")
             assert [name for name, _ in watch.created] == [locks["wfe-ok"]]
@@ -133,27 +118,26 @@ async def test_every_outcome_through_the_standin(kube: AsyncClient, kubeconfig: 
 
 async def test_tekton_finishes_while_the_executor_is_down(kube: AsyncClient, kubeconfig: Path, namespace: str) -> None:
     """The run completes between two executor processes; the second one records it, once."""
-    exec_ns = await create_namespace(kube, "exec")
+    exec_ns = await create_execution_namespace(kube)
     audit = MemoryAuditSink()  # shared: stands for the durable store both processes write to
     metrics = Metrics()
     target = f"{namespace}/Deployment/api"
     lock = build_lock_name(target)
     settings = settings_for(exec_ns)
-    async with tekton_standin(kube, exec_ns):
-        async with running(kubeconfig, settings, ("executor",), audit=audit):
-            await create_wfe(kube, "wfe-a", namespace, target, containerImage=STANDIN + "succeed:2tasks-2s")
-            await wait_phase(kube, "wfe-a", namespace, "Running")
+    async with running(kubeconfig, settings, ("executor",), audit=audit):
+        await create_wfe(kube, "wfe-a", namespace, target, containerImage=played("succeed:2tasks-2s"))
+        await wait_phase(kube, "wfe-a", namespace, "Running")
 
-        async def finished() -> dict[str, Any] | None:
-            pipelinerun = (await kube.get(PipelineRunResource, lock, namespace=exec_ns)).to_dict()
-            done = pipelinerun.get("status", {}).get("completionTime")
-            return pipelinerun if done else None
+    async def finished() -> dict[str, Any] | None:
+        pipelinerun = (await kube.get(PipelineRunResource, lock, namespace=exec_ns)).to_dict()
+        done = pipelinerun.get("status", {}).get("completionTime")
+        return pipelinerun if done else None
 
-        pipelinerun = await eventually(finished, what="the stand-in finishes the run")
+    pipelinerun = await eventually(finished, what="Tekton finishes the run")
 
-        async with running(kubeconfig, settings, ("executor",), audit=audit):
-            status = await wait_phase(kube, "wfe-a", namespace, "Completed")
-            await wait_events(kube, namespace, "wfe-a", "WorkflowCompleted")
+    async with running(kubeconfig, settings, ("executor",), audit=audit):
+        status = await wait_phase(kube, "wfe-a", namespace, "Completed")
+        await wait_events(kube, namespace, "wfe-a", "WorkflowCompleted")
 
     assert status["completionTime"] == pipelinerun["status"]["completionTime"]
     assert status["duration"] == wire_duration(status)
