@@ -13,10 +13,10 @@ from lightkube import AsyncClient
 
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.devcluster.tekton import restart_exited
-from kubernaut.kube.client import install_crds, make_client
+from kubernaut.kube.client import make_client
 from kubernaut.paths import crd_paths
 from tests.faults.support import clear_cluster
-from tests.integration.harness import STATE_KUBECONFIG
+from tests.integration.harness import STATE_KUBECONFIG, install_kinds
 from tests.integration.tekton_support import started_tekton_cluster, wants_tekton
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _keep_tekton_running(plane: ControlPlane, stop: threading.Event) -> None:
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def fault_plain_kube(fault_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
     client = make_client(fault_plane.kubeconfig)
-    await install_crds(client, crd_paths())
+    await install_kinds(client, fault_plane, crd_paths())
     yield client
     await client.close()
 
@@ -100,7 +100,7 @@ async def fault_plain_kube(fault_plane: ControlPlane) -> AsyncIterator[AsyncClie
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def fault_tekton_kube(fault_tekton_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
     client = make_client(fault_tekton_plane.kubeconfig)
-    await install_crds(client, crd_paths(tekton_crds=False))
+    await install_kinds(client, fault_tekton_plane, crd_paths(tekton_crds=False))
     yield client
     await client.close()
 

@@ -18,7 +18,9 @@ from kubernaut.audit.memory import MemoryAuditSink
 from kubernaut.audit.store import AuditSink
 from kubernaut.config import Settings, parse_settings
 from kubernaut.controllers.manager import Manager, build_manager, utc_now
+from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.domain.gates import MANAGED_LABEL
+from kubernaut.kube.client import install_crds
 
 T = TypeVar("T")
 
@@ -166,6 +168,13 @@ async def create_namespace(client: AsyncClient, prefix: str = "x", *, managed: b
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     await client.create(Namespace(metadata=ObjectMeta(name=name, labels=MANAGED if managed else None)))
     return track_namespace(name)
+
+
+async def install_kinds(client: AsyncClient, plane: ControlPlane, paths: list[Path]) -> None:
+    """Install CRDs, then restart the controller manager: its garbage collector watches their kinds
+    at once (a PipelineRun released in the foreground goes), not from its next discovery in 30 s."""
+    await install_crds(client, paths)
+    await asyncio.to_thread(plane.restart_controller_manager)
 
 
 RUNNER_SERVICE_ACCOUNT = "kubernaut-workflow-runner"

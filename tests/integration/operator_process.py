@@ -30,10 +30,10 @@ from lightkube.resources.core_v1 import Namespace, ServiceAccount
 
 from kubernaut.devcluster.certs import issue_client_cert
 from kubernaut.devcluster.controlplane import ControlPlane, free_port
-from kubernaut.kube.client import install_crds, make_client
+from kubernaut.kube.client import make_client
 from kubernaut.kube.resources import PipelineRunResource
 from kubernaut.paths import crd_paths, project_dir
-from tests.integration.harness import MANAGED, TEST_THROUGHPUT
+from tests.integration.harness import MANAGED, TEST_THROUGHPUT, install_kinds
 from tests.integration.tekton_support import started_tekton_cluster
 
 SYSTEM_NAMESPACE = "kubernaut-system"
@@ -162,7 +162,7 @@ async def production_cluster(
             plane = stack.enter_context(started_tekton_cluster(directory / "plane", registry, *extra_args)).plane
         admin = make_client(plane.kubeconfig)
         stack.push_async_callback(admin.close)
-        await install_crds(admin, crd_paths(tekton_crds=registry is None))
+        await install_kinds(admin, plane, crd_paths(tekton_crds=registry is None))
         await apply_shipped_rbac(admin)
         yield ProductionCluster(plane=plane, admin=admin, directory=directory)
 

@@ -289,6 +289,15 @@ class ControlPlane:
         self._procs.remove(proc)
         return proc
 
+    def restart_controller_manager(self, timeout: float = 60.0) -> None:
+        """Start kube-controller-manager again, after CRDs are installed: its garbage collector then
+        watches their kinds at once instead of at its next discovery (every 30 s). Until it does, an
+        object of a new kind deleted in the foreground stays, with its name, and dependents of it are
+        not collected."""
+        kcm = self.crash("kube-controller-manager")
+        port = next(arg.split("=", 1)[1] for arg in kcm.argv if arg.startswith("--secure-port="))
+        self.respawn(kcm, lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()), timeout)
+
     def take_exited(self, name: str) -> _Process | None:
         """The process `name` if it has exited by itself (no longer the plane's; `respawn` starts it
         again), else None."""

@@ -101,6 +101,9 @@ async def run_dev_up(
             announce("Starting Tekton Pipelines and a workflow bundle registry...")
             catalog = await asyncio.to_thread(_start_tekton, plane, catalog)
         await install_crds(client, crd_paths(tekton_crds=not tekton))
+        # The garbage collector watches the new kinds from now on (PipelineRuns are released in the
+        # foreground), not from its next discovery.
+        await asyncio.to_thread(plane.restart_controller_manager)
         await ensure_namespace(client, settings.execution.namespace)
         await _ensure_service_account(client, settings.execution.service_account, settings.execution.namespace)
         await apply_objects(client, [codecs.from_dict(obj) for obj in catalog])
