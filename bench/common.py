@@ -254,10 +254,10 @@ async def fetch_apiserver_version(plane: BenchPlane) -> str:
     return await asyncio.to_thread(read)
 
 
-async def prepare_cluster(plane: BenchPlane, namespaces: list[str]) -> AsyncClient:
-    """CRDs and namespaces; returns the bench's own client."""
+async def prepare_cluster(plane: BenchPlane, namespaces: list[str], *, tekton_crds: bool = True) -> AsyncClient:
+    """CRDs (Tekton's too unless Tekton installed its own) and namespaces; returns the bench's own client."""
     client = make_client(plane.kubeconfig_for(BENCH_USER))
-    await install_crds(client, crd_paths())
+    await install_crds(client, crd_paths(tekton_crds))
     for name in namespaces:
         with contextlib.suppress(ApiError):
             await client.create(Namespace(metadata=ObjectMeta(name=name, labels={MANAGED_LABEL: "true"})))

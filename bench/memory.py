@@ -165,68 +165,79 @@ async def grow_history(client: AsyncClient, start: int, end: int) -> None:
 
 
 async def sample_latency(client: AsyncClient, samples: int, label: str) -> list[float]:
-    """RR seen -> WFE seen, one request at a time on the shared fingerprint and target."""
+    """RR seen -> WFE seen, one request at a time on the shared fingerprint and target.
+
+    Each sample is watched by its own name, so that events of the history (a start-up pass over
+    thousands of objects) cannot queue ahead of the sample's in the bench's streams."""
+    latencies: list[float] = []
+    for k in range(samples):
+        latencies.append(await _one_sample(client, f"s-{label}-{k:03d}"))
+    return latencies
+
+
+async def _one_sample(client: AsyncClient, name: str) -> float:
     seen: dict[str, float] = {}
-    wfe_seen: dict[str, float] = {}
-    done: dict[str, str] = {}
-    released: set[str] = set()
+    phase: list[str] = []
+    released = asyncio.Event()
     changed = asyncio.Event()
 
-    async def watch(resource: Any, namespace: str, on_event: Any) -> None:
-        listing = client.list(resource, namespace=namespace, labels=None)
+    async def watch(
+        resource: Any, namespace: str, on_event: Callable[[str, dict[str, Any]], None], **selector: Any
+    ) -> None:
+        listing = client.list(resource, namespace=namespace, **selector)
         async for _ in listing:
             pass
         async for event, obj in client.watch(
-            resource, namespace=namespace, resource_version=listing.resourceVersion, on_error=on_error_retry
+            resource,
+            namespace=namespace,
+            resource_version=listing.resourceVersion,
+            on_error=on_error_retry,
+            **selector,
         ):
             on_event(event, obj.to_dict())
             changed.set()
 
     def on_rr(_event: str, body: dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
-        seen.setdefault(name, time.monotonic())
-        phase = (body.get("status") or {}).get("overallPhase") or ""
-        if phase in ("Completed", "Failed", "TimedOut", "Skipped", "Cancelled", "Blocked"):
-            done[name] = phase
+        seen.setdefault("rr", time.monotonic())
+        current = (body.get("status") or {}).get("overallPhase") or ""
+        if current in ("Completed", "Failed", "TimedOut", "Skipped", "Cancelled", "Blocked"):
+            phase[:] = [current]
 
-    def on_wfe(_event: str, body: dict[str, Any]) -> None:
-        rr = (body["metadata"].get("labels") or {}).get("kubernaut.ai/remediation-request", "")
-        wfe_seen.setdefault(rr, time.monotonic())
+    def on_wfe(_event: str, _body: dict[str, Any]) -> None:
+        seen.setdefault("wfe", time.monotonic())
 
-    def on_pr(event: str, body: dict[str, Any]) -> None:
+    def on_pr(event: str, _body: dict[str, Any]) -> None:
         if event == "DELETED":
-            wfe = (body["metadata"].get("labels") or {}).get("kubernaut.ai/workflow-execution", "")
-            released.add(wfe[3:])
+            released.set()
 
+    wfe = f"we-{name}"
     tasks = [
-        asyncio.create_task(watch(RemediationRequestResource, NS, on_rr)),
-        asyncio.create_task(watch(WorkflowExecutionResource, NS, on_wfe)),
-        asyncio.create_task(watch(PipelineRunResource, EXEC_NS, on_pr)),
+        asyncio.create_task(watch(RemediationRequestResource, NS, on_rr, fields={"metadata.name": name})),
+        asyncio.create_task(
+            watch(WorkflowExecutionResource, NS, on_wfe, labels={"kubernaut.ai/remediation-request": name})
+        ),
+        asyncio.create_task(
+            watch(PipelineRunResource, EXEC_NS, on_pr, labels={"kubernaut.ai/workflow-execution": wfe})
+        ),
     ]
-    await asyncio.sleep(0.5)
-    latencies: list[float] = []
+    await asyncio.sleep(0.3)
     try:
-        for k in range(samples):
-            name = f"s-{label}-{k:03d}"
-            await client.create(RemediationRequestResource(build_history_rr(name)))
-            deadline = time.monotonic() + 60
-            while not (name in done and (name in released or done[name] != "Completed")):
-                if time.monotonic() > deadline:
-                    stuck = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
-                    raise TimeoutError(f"sample {name} did not finish: {json.dumps(stuck.get('status'))}")
-                changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), 1)
-            if done[name] != "Completed" or name not in wfe_seen:
-                ended = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
-                raise RuntimeError(
-                    f"sample {name} ended {done[name]} without running: {json.dumps(ended.get('status'))}"
-                )
-            latencies.append(wfe_seen[name] - seen[name])
+        await client.create(RemediationRequestResource(build_history_rr(name)))
+        deadline = time.monotonic() + 60
+        while not (phase and (released.is_set() or phase[0] != "Completed")):
+            if time.monotonic() > deadline:
+                stuck = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
+                raise TimeoutError(f"sample {name} did not finish: {json.dumps(stuck.get('status'))}")
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1)
+        if phase[0] != "Completed" or "wfe" not in seen:
+            ended = (await client.get(RemediationRequestResource, name, namespace=NS)).to_dict()
+            raise RuntimeError(f"sample {name} ended {phase[0]} without running: {json.dumps(ended.get('status'))}")
+        return seen["wfe"] - seen["rr"]
     finally:
         for task in tasks:
             task.cancel()
-    return latencies
 
 
 async def measure_rss(plane: BenchPlane) -> tuple[float, float, float, float]:

@@ -68,7 +68,7 @@ CREATE_CONCURRENCY = 32
 MINIMUM_WRITES = 8
 
 
-def build_rr(name: str, namespace: str, seed: str) -> dict[str, Any]:
+def build_rr(name: str, namespace: str, seed: str, bundle: str = BUNDLE) -> dict[str, Any]:
     return {
         "apiVersion": "kubernaut.ai/v1alpha1",
         "kind": "RemediationRequest",
@@ -78,7 +78,7 @@ def build_rr(name: str, namespace: str, seed: str) -> dict[str, Any]:
             "signalName": "KubePodCrashLooping",
             "severity": "critical",
             "targetResource": {"kind": "Deployment", "name": f"app-{name}", "namespace": namespace},
-            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": BUNDLE},
+            "workflowRef": {"workflowId": "restart-deployment", "version": "1.0.0", "containerImage": bundle},
         },
     }
 
@@ -99,7 +99,12 @@ class Timeline:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def latencies(self) -> list[float]:
+        """RR created -> its PipelineRun created."""
         return [self.pr_added[n] - self.rr_added[n] for n in self.pr_added if n in self.rr_added]
+
+    def durations(self) -> list[float]:
+        """RR created -> RR finished."""
+        return [self.rr_done[n] - self.rr_added[n] for n in self.rr_done if n in self.rr_added]
 
 
 async def _watch(client: AsyncClient, resource: Any, namespace: str, on_event: Any) -> None:
@@ -151,12 +156,14 @@ async def wait_for(timeline: Timeline, ready: Any, timeout: float, what: str) ->
             await asyncio.wait_for(timeline.changed.wait(), min(1.0, remaining))
 
 
-async def create_rrs(client: AsyncClient, names: list[str], namespace: str, seed: str) -> list[dict[str, Any]]:
+async def create_rrs(
+    client: AsyncClient, names: list[str], namespace: str, seed: str, bundle: str = BUNDLE
+) -> list[dict[str, Any]]:
     semaphore = asyncio.Semaphore(CREATE_CONCURRENCY)
 
     async def one(name: str) -> dict[str, Any]:
         async with semaphore:
-            created = await client.create(RemediationRequestResource(build_rr(name, namespace, seed)))
+            created = await client.create(RemediationRequestResource(build_rr(name, namespace, seed, bundle)))
             return dict(created.to_dict())
 
     return await asyncio.gather(*(one(n) for n in names))
@@ -366,8 +373,8 @@ async def run_system(
     )
 
 
-async def run_paced(client: AsyncClient, rate: float, seconds: float, seed: str) -> list[float]:
-    """RRs created at a steady `rate` per second; returns RR created -> PipelineRun created latencies."""
+async def run_paced(client: AsyncClient, rate: float, seconds: float, seed: str, bundle: str = BUNDLE) -> Timeline:
+    """RRs created at a steady `rate` per second, until each has its PipelineRun and is done."""
     timeline = Timeline()
     watches = start_watches(client, PACED_NS, timeline)
     await asyncio.sleep(0.5)
@@ -378,17 +385,16 @@ async def run_paced(client: AsyncClient, rate: float, seconds: float, seed: str)
         delay = started + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(
-            asyncio.create_task(client.create(RemediationRequestResource(build_rr(f"p-{i:05d}", PACED_NS, seed))))
-        )
+        rr = build_rr(f"p-{i:05d}", PACED_NS, seed, bundle)
+        tasks.append(asyncio.create_task(client.create(RemediationRequestResource(rr))))
     await asyncio.gather(*tasks)
     try:
         await wait_for(timeline, lambda: len(timeline.pr_added) >= count, 60 + count, "paced PipelineRuns created")
-        await wait_for(timeline, lambda: len(timeline.rr_done) >= count, 60 + count, "paced requests done")
+        await wait_for(timeline, lambda: len(timeline.rr_done) >= count, 60 + count * 2, "paced requests done")
     finally:
         for task in watches:
             task.cancel()
-    return timeline.latencies()
+    return timeline
 
 
 def format_requests(counter: Counter[str], n: int) -> dict[str, float]:
@@ -442,7 +448,7 @@ async def measure(
             }
             if paced is not None:
                 rate, seconds = paced
-                paced_latencies = await run_paced(client, rate, seconds, seed)
+                paced_latencies = (await run_paced(client, rate, seconds, seed)).latencies()
                 figures.add(
                     f"RR created -> PipelineRun created p50 (paced {rate:g}/s)", "s", percentile(paced_latencies, 0.5)
                 )

@@ -14,10 +14,8 @@ from lightkube.resources.core_v1 import Namespace
 
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.devcluster.registry import start_registry
-from kubernaut.kube.client import make_client
-from kubernaut.paths import crd_paths
 from tests.integration import tekton_support
-from tests.integration.harness import MANAGED, STATE_KUBECONFIG, TEST_NAMESPACES, install_kinds, track_namespace
+from tests.integration.harness import MANAGED, STATE_KUBECONFIG, TEST_NAMESPACES, admin_client, track_namespace
 from tests.integration.tekton_support import TektonCluster, started_tekton_cluster, tekton_binaries, wants_tekton
 
 pytest_plugins = ["tests.conftest_postgres"]
@@ -66,19 +64,15 @@ def tekton_cluster(tmp_path_factory: pytest.TempPathFactory, bundle_registry: st
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def plain_kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
-    client = make_client(control_plane.kubeconfig)
-    await install_kinds(client, control_plane, crd_paths())
-    yield client
-    await client.close()
+    async with admin_client(control_plane, tekton_runs=False) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def tekton_kube(tekton_cluster: TektonCluster) -> AsyncIterator[AsyncClient]:
     """A client of the Tekton cluster with kubernaut's CRDs installed (Tekton's are its own)."""
-    client = make_client(tekton_cluster.plane.kubeconfig)
-    await install_kinds(client, tekton_cluster.plane, crd_paths(tekton_crds=False))
-    yield client
-    await client.close()
+    async with admin_client(tekton_cluster.plane, tekton_runs=True) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

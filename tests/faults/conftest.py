@@ -13,10 +13,8 @@ from lightkube import AsyncClient
 
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.devcluster.tekton import restart_exited
-from kubernaut.kube.client import make_client
-from kubernaut.paths import crd_paths
 from tests.faults.support import clear_cluster
-from tests.integration.harness import STATE_KUBECONFIG, install_kinds
+from tests.integration.harness import STATE_KUBECONFIG, admin_client
 from tests.integration.tekton_support import started_tekton_cluster, wants_tekton
 
 log = logging.getLogger(__name__)
@@ -91,18 +89,14 @@ def _keep_tekton_running(plane: ControlPlane, stop: threading.Event) -> None:
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def fault_plain_kube(fault_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
-    client = make_client(fault_plane.kubeconfig)
-    await install_kinds(client, fault_plane, crd_paths())
-    yield client
-    await client.close()
+    async with admin_client(fault_plane, tekton_runs=False) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def fault_tekton_kube(fault_tekton_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
-    client = make_client(fault_tekton_plane.kubeconfig)
-    await install_kinds(client, fault_tekton_plane, crd_paths(tekton_crds=False))
-    yield client
-    await client.close()
+    async with admin_client(fault_tekton_plane, tekton_runs=True) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ import yaml
 from lightkube import AsyncClient
 
 from kubernaut.devcluster.controlplane import ControlPlane
-from kubernaut.kube.client import make_client, patch_status
+from kubernaut.kube.client import patch_status
 from kubernaut.kube.resources import PipelineRunResource, RemediationRequestResource, WorkflowExecutionResource
-from kubernaut.paths import crd_paths
 from tests.faults.support import Operator, deadline, write_operator_config
 from tests.faults.tcp_proxy import TcpProxy
-from tests.integration.harness import STATE_KUBECONFIG, create_namespace, eventually, get_or_none, install_kinds
+from tests.integration.harness import STATE_KUBECONFIG, admin_client, create_namespace, eventually, get_or_none
 from tests.integration.rr import fingerprint, rr_manifest, rr_status
 
 # PipelineRuns bypass the API server's watch cache, so a watch of them resumes from etcd, and etcd
@@ -52,10 +51,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def admin(plane: ControlPlane) -> AsyncIterator[AsyncClient]:
-    client = make_client(plane.kubeconfig)
-    await install_kinds(client, plane, crd_paths())
-    yield client
-    await client.close()
+    async with admin_client(plane, tekton_runs=False) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(loop_scope="session")

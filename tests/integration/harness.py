@@ -20,7 +20,8 @@ from kubernaut.config import Settings, parse_settings
 from kubernaut.controllers.manager import Manager, build_manager, utc_now
 from kubernaut.devcluster.controlplane import ControlPlane
 from kubernaut.domain.gates import MANAGED_LABEL
-from kubernaut.kube.client import install_crds
+from kubernaut.kube.client import install_crds, make_client
+from kubernaut.paths import crd_paths
 
 T = TypeVar("T")
 
@@ -54,7 +55,6 @@ async def describe_state(namespaces: list[str] | None = None) -> str:
     wedged shared client cannot hide the state."""
     if not STATE_KUBECONFIG:
         return "(no control plane to describe)"
-    from kubernaut.kube.client import make_client
     from kubernaut.kube.resources import (
         JobResource,
         PipelineRunResource,
@@ -175,6 +175,18 @@ async def install_kinds(client: AsyncClient, plane: ControlPlane, paths: list[Pa
     at once (a PipelineRun released in the foreground goes), not from its next discovery in 30 s."""
     await install_crds(client, paths)
     await asyncio.to_thread(plane.restart_controller_manager)
+
+
+@contextlib.asynccontextmanager
+async def admin_client(plane: ControlPlane, *, tekton_runs: bool) -> AsyncIterator[AsyncClient]:
+    """An admin client of `plane` with our kinds installed, and Tekton's unless Tekton runs there
+    (it installs its own)."""
+    client = make_client(plane.kubeconfig)
+    try:
+        await install_kinds(client, plane, crd_paths(tekton_crds=not tekton_runs))
+        yield client
+    finally:
+        await client.close()
 
 
 RUNNER_SERVICE_ACCOUNT = "kubernaut-workflow-runner"

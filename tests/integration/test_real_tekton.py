@@ -6,6 +6,8 @@ on ours, what the executor's failure analysis makes of it.
 """
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import pytest
 import yaml
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 
 from kubernaut.audit.memory import MemoryAuditSink
+from kubernaut.audit.store import AuditSink
 from kubernaut.devcluster.controlplane import NODE_NAME
 from kubernaut.devcluster.registry import push_bundle
 from kubernaut.devcluster.tekton import crash_controller
@@ -119,6 +123,25 @@ async def run_to_phase(
         await create_wfe(kube, "wfe-real", source, target, containerImage=image)
         status = await wait_phase(kube, "wfe-real", source, phase, timeout=_RUN_TIMEOUT)
     return status, await pipelinerun(kube, build_lock_name(target), execution), execution
+
+
+@contextlib.asynccontextmanager
+async def remediating(
+    cluster: TektonCluster, kube: AsyncClient, image: str, audit: AuditSink | None = None
+) -> AsyncIterator[tuple[str, str, str]]:
+    """The executor running one WFE `wfe-real` of `image`, once its `remediate` TaskRun runs:
+    (source namespace, execution namespace, lock name)."""
+    source, execution = await namespaces(kube)
+    target = f"{source}/deployment/app"
+    async with running(cluster.plane.kubeconfig, settings_for(execution), ("executor",), audit=audit):
+        await create_wfe(kube, "wfe-real", source, target, containerImage=image)
+
+        async def started() -> bool:
+            runs = await taskruns(kube, execution)
+            return "remediate" in runs and succeeded(runs["remediate"]).get("reason") == "Running"
+
+        await eventually(started, timeout=_RUN_TIMEOUT, what="the remediate TaskRun running")
+        yield source, execution, build_lock_name(target)
 
 
 async def test_a_bundle_that_succeeds_completes_the_execution(
@@ -276,17 +299,7 @@ async def test_an_image_that_cannot_be_pulled_fails_the_execution_before_it_runs
 async def test_a_pipelinerun_deleted_while_running_fails_the_execution(
     tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
 ) -> None:
-    source, execution = await namespaces(tekton_kube)
-    target = f"{source}/deployment/app"
-    lock = build_lock_name(target)
-    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",)):
-        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["hang"])
-
-        async def remediating() -> bool:
-            runs = await taskruns(tekton_kube, execution)
-            return "remediate" in runs and succeeded(runs["remediate"]).get("reason") == "Running"
-
-        await eventually(remediating, timeout=_RUN_TIMEOUT, what="the remediate TaskRun running")
+    async with remediating(tekton_cluster, tekton_kube, bundles["hang"]) as (source, execution, lock):
         await tekton_kube.delete(PipelineRunResource, lock, namespace=execution)
         status = await wait_phase(tekton_kube, "wfe-real", source, "Failed", timeout=_RUN_TIMEOUT)
     details = status["failureDetails"]
@@ -299,21 +312,43 @@ async def test_a_pipelinerun_deleted_while_running_fails_the_execution(
     await eventually(collected, timeout=_RUN_TIMEOUT, what=f"TaskRuns and pods of {execution}/{lock} removed")
 
 
+async def test_a_pipelinerun_cancelled_by_a_person_fails_the_execution_as_it_ran(
+    tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
+) -> None:
+    async with remediating(tekton_cluster, tekton_kube, bundles["hang"]) as (source, execution, lock):
+        await tekton_kube.patch(
+            PipelineRunResource,
+            lock,
+            {"spec": {"status": "Cancelled"}},
+            namespace=execution,
+            patch_type=PatchType.MERGE,
+        )
+        status = await wait_phase(tekton_kube, "wfe-real", source, "Failed", timeout=_RUN_TIMEOUT)
+    pr_condition = succeeded(await pipelinerun(tekton_kube, lock, execution))
+
+    async def taskrun_cancelled() -> dict[str, Any] | None:  # Tekton cancels the TaskRuns after the run
+        runs = await taskruns(tekton_kube, execution)
+        return runs if succeeded(runs["remediate"]).get("status") == "False" else None
+
+    runs = await eventually(taskrun_cancelled, timeout=_RUN_TIMEOUT, what="the remediate TaskRun cancelled")
+    cancelled = succeeded(runs["remediate"])
+    details = status["failureDetails"]
+    print(f"real Tekton cancel -> TaskRun {cancelled}; PipelineRun {pr_condition}; failureDetails: {details}")
+    assert (pr_condition["status"], pr_condition["reason"]) == ("False", "Cancelled")
+    assert pr_condition["message"] == f'PipelineRun "{lock}" was cancelled'
+    assert (cancelled["status"], cancelled["reason"]) == ("False", "TaskRunCancelled")
+    assert cancelled["message"].startswith(f'TaskRun "{runs["remediate"]["metadata"]["name"]}" was cancelled.')
+    # Someone stopped it: no task failed, and no exit code is the workflow's own.
+    assert (details["reason"], details["message"]) == ("Unknown", pr_condition["message"])
+    assert (details["failedTaskName"], "exitCode" in details) == ("", False)
+    assert details["wasExecutionFailure"] is True  # its step had started: the target may have changed
+
+
 async def test_tekton_crashing_mid_run_runs_the_workflow_once(
     tekton_cluster: TektonCluster, tekton_kube: AsyncClient, bundles: dict[str, str]
 ) -> None:
-    source, execution = await namespaces(tekton_kube)
-    target = f"{source}/deployment/app"
-    lock = build_lock_name(target)
     audit = MemoryAuditSink()
-    async with running(tekton_cluster.plane.kubeconfig, settings_for(execution), ("executor",), audit=audit):
-        await create_wfe(tekton_kube, "wfe-real", source, target, containerImage=bundles["slow"])
-
-        async def remediating() -> bool:
-            runs = await taskruns(tekton_kube, execution)
-            return "remediate" in runs and succeeded(runs["remediate"]).get("reason") == "Running"
-
-        await eventually(remediating, timeout=_RUN_TIMEOUT, what="the remediate TaskRun running")
+    async with remediating(tekton_cluster, tekton_kube, bundles["slow"], audit) as (source, execution, lock):
         uid = (await pipelinerun(tekton_kube, lock, execution))["metadata"]["uid"]
         restart = crash_controller(tekton_cluster.plane)
 

@@ -475,3 +475,22 @@ def test_steps_whose_image_was_never_pulled_never_ran() -> None:
     details = analyse(run, {"wfe-x-check": failed})
     assert (details.reason, details.message) == (R.IMAGE_PULL_BACK_OFF, message)
     assert (details.exit_code, details.was_execution_failure) == (None, None)
+
+
+def test_a_pipelinerun_cancelled_while_a_step_ran_fails_no_task_and_ran() -> None:
+    # Real Tekton writes the PipelineRun's reason first and cancels its TaskRuns after: whether the
+    # executor reads the TaskRun before or after, the details are the same, and even a stopped step's
+    # non-zero exit is no failure of the workflow's own.
+    cancelled = tekton_taskrun(
+        "wfe-x-remediate",
+        "TaskRunCancelled",
+        'TaskRun "wfe-x-remediate" was cancelled. '
+        "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.",
+        [tekton_step("restart", 1, "TaskRunCancelled")],
+    )
+    run = tekton_pipelinerun("Cancelled", 'PipelineRun "wfe-x" was cancelled', ["wfe-x-remediate"])
+    for taskruns in ({"wfe-x-remediate": cancelled}, {"wfe-x-remediate": {**cancelled, "status": {}}}):
+        details = analyse(run, taskruns)
+        assert (details.reason, details.message) == (R.UNKNOWN, 'PipelineRun "wfe-x" was cancelled')
+        assert (details.failed_task_name, details.exit_code) == ("", None)
+    assert analyse(run, {"wfe-x-remediate": cancelled}).was_execution_failure is True

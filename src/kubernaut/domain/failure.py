@@ -35,6 +35,9 @@ def find_succeeded_condition(obj: Mapping[str, Any] | None) -> Mapping[str, Any]
     return next((c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Succeeded"), None)
 
 
+CANCELLED = "Cancelled"
+"""The PipelineRun's reason once someone set its `spec.status` to `Cancelled`."""
+
 # Tekton's own reasons, read before any message: the PipelineRun's, then its failed TaskRun's.
 _PIPELINERUN_REASONS = {
     "PipelineRunTimeout": FailureReason.DEADLINE_EXCEEDED,
@@ -212,8 +215,10 @@ def build_execution_failure(
     failed_after = format_go_duration(now - start_time) if start_time else ""
     if pipelinerun is None:
         reason, message, task = FailureReason.UNKNOWN, f"{kind} was deleted externally", FailedTask()
+    elif (condition := find_succeeded_condition(pipelinerun) or {}).get("reason") == CANCELLED:
+        # Stopped by someone, not failed: no task failed (Tekton cancels its TaskRuns after the run).
+        reason, message, task = FailureReason.UNKNOWN, str(condition.get("message") or ""), FailedTask()
     else:
-        condition = find_succeeded_condition(pipelinerun) or {}
         refs = [r for r in (pipelinerun.get("status") or {}).get("childReferences") or [] if isinstance(r, Mapping)]
         task = find_failed_task(refs, taskruns)
         failed_taskrun = taskruns.get(task.name) if task.name else None
