@@ -47,6 +47,7 @@ from kubernaut.controllers.kinds import (
 )
 from kubernaut.controllers.manager import Manager
 from kubernaut.controllers.prometheus import check_query
+from kubernaut.controllers.slots import CreationSlots
 from kubernaut.domain import transitions as tr
 from kubernaut.domain.approval import PENDING_STATUS
 from kubernaut.domain.effectiveness import MetricCheck
@@ -147,9 +148,11 @@ class Orchestrator:
         self._unwritten: dict[str, _Unwritten] = {}
         self._take_policies(manager)
         self._add_caches(manager)
-        # Rate limits are cluster-wide: one decision that may create an execution at a time, so that
-        # two workers never both take the last free slot (the cache holds a created one at once).
-        self._gate_lock = asyncio.Lock()
+        # Rate limits are cluster-wide: two workers must never both take the last free slot.
+        self._slots = CreationSlots(self._headroom)
+        # The requests deciding on an execution right now: an execution's end or a breaker reset
+        # must reach one that is about to write a gate block it no longer has.
+        self._deciding: set[str] = set()
         # One routing decision per target at a time (see _target_lock).
         self._target_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.controller = manager.add_controller(
@@ -261,10 +264,9 @@ class Orchestrator:
         self._wake_gated(BlockReason.CIRCUIT_OPEN)
 
     def _wake_gated(self, reason: BlockReason) -> None:
-        # Those blocked for the reason and those being routed now (about to write that block).
-        for value in (reason.value, _ROUTING):
-            for key in self.rrs.keys_by_index(GATE_WAITING, value):
-                self.controller.enqueue(key)
+        # Those blocked for the reason and those deciding now (perhaps about to write that block).
+        for key in [*self.rrs.keys_by_index(GATE_WAITING, reason.value), *self._deciding]:
+            self.controller.enqueue(key)
 
     async def _record_reset(self, key: str) -> Result:
         """The one audit event of the latest reset (its id is the reset's: seen again, it dedupes)."""
@@ -352,10 +354,14 @@ class Orchestrator:
                 # Held until the execution exists (and is in the cache, where the next decision on
                 # the target, or under the rate limits, sees it); the audit and the status write of
                 # the transition need neither lock.
-                async with self._target_lock(history.target), self._gate_lock:
-                    now = self.clock()
-                    transition = await self._create_child(rr, tr.plan(rr, history, now, self.policy), now)
-                return await self._record_and_write(rr, transition)
+                self._deciding.add(rr.key)
+                try:
+                    async with self._target_lock(history.target), self._slots.taken(rr.metadata.namespace):
+                        now = self.clock()
+                        transition = await self._create_child(rr, tr.plan(rr, history, now, self.policy), now)
+                    return await self._record_and_write(rr, transition)
+                finally:
+                    self._deciding.discard(rr.key)
             case tr.Reads.EXECUTION:
                 await self._read_execution(rr, tr.execution_name(rr))
             case tr.Reads.METRICS:
@@ -664,6 +670,30 @@ class Orchestrator:
         managed = body is not None and is_managed((body.get("metadata") or {}).get("labels"))
         return Scope(managed=managed, where=f"{kind} {name}")
 
+    def _headroom(self, namespace: str) -> int:
+        """How many more executions every rate limit lets start now (in `namespace` for its own)."""
+        policy = self.gate_policy
+        free = policy.max_concurrent_executions - self.wfes.count_by_index(ACTIVE_ANY, _ALL)
+        for index, value, limit in (
+            (CREATED, _ALL, policy.max_executions_per_hour),
+            (CREATED_IN_NAMESPACE, namespace, policy.max_executions_per_namespace_per_hour),
+        ):
+            free = min(free, limit - self._created_within_the_hour(index, value, limit))
+        return free
+
+    def _created_within_the_hour(self, index: str, value: str, limit: int) -> int:
+        """The executions of an index created in the last hour, counted up to `limit`."""
+        if self.wfes.count_by_index(index, value) < limit:
+            return self.wfes.count_by_index(index, value)
+        since = self.clock() - RATE_WINDOW
+        counted = 0
+        for body in self.wfes.newest_first(index, value):
+            created = _parse_instant((body.get("metadata") or {}).get("creationTimestamp"))
+            if counted >= limit or (created is not None and created <= since):
+                break
+            counted += 1
+        return counted
+
     def _cluster_executions(self, namespace: str) -> list[WorkflowExecution]:
         """What the rate limits and the breaker can still decide on: every active execution, the
         newest ones created within the last hour (as many as a limit counts, and one more for the
@@ -733,7 +763,6 @@ CREATED = "created"
 CREATED_IN_NAMESPACE = "createdInNamespace"
 EXECUTION_FAILURES = "executionFailures"
 _ALL = "all"
-_ROUTING = "routing"
 _GATE_BLOCKS = frozenset({BlockReason.RATE_LIMITED.value, BlockReason.CIRCUIT_OPEN.value})
 _TERMINAL_RR = frozenset(phase.value for phase in TERMINAL_PHASES)
 _TERMINAL_WFE = frozenset((WorkflowExecutionPhase.COMPLETED.value, WorkflowExecutionPhase.FAILED.value))
@@ -879,14 +908,13 @@ def _index_active_rr_by_scope(body: Body) -> list[str]:
 
 
 def _index_gate_waiting(body: Body) -> list[str]:
-    """Requests an execution's end or a breaker reset may let on: blocked by those gates, or being
-    routed (not yet started, Pending, Analyzing)."""
+    """Requests an execution's end or a breaker reset may let on: those blocked by the gates."""
     status = body.get("status") or {}
     phase = status.get("overallPhase")
     if phase == Phase.BLOCKED.value:
         reason = status.get("blockReason")
         return [reason] if reason in _GATE_BLOCKS else []
-    return [_ROUTING] if phase in (None, Phase.PENDING.value, Phase.ANALYZING.value) else []
+    return []
 
 
 def _index_active_wfe(body: Body) -> list[str]:
