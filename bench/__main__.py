@@ -1,6 +1,7 @@
-"""The benchmark suite (`make bench`): throughput against the physical limit, history scaling, memory.
+"""The benchmark suite (`make bench`): throughput against the physical limit, history scaling, memory,
+and remediations end to end on real Tekton.
 
-    .venv/bin/python -m bench [--quick] [--only throughput|history] [--out bench/results.json]
+    .venv/bin/python -m bench [--quick] [--only throughput|history|tekton] [--out bench/results.json]
 
 Prints one table (median of the runs, min-max) and writes every run to bench/results.json with
 the machine it ran on. `--quick` is a smoke run of a few minutes with smaller sizes.
@@ -14,13 +15,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import memory, throughput
+from bench import memory, tekton_e2e, throughput
 from bench.common import Figures
 
 HERE = Path(__file__).resolve().parent
 
-FULL = {"sizes": {100: 3, 500: 3}, "paced": (10.0, 15.0), "history": [10, 1000, 10000], "samples": 8}
-QUICK = {"sizes": {100: 2}, "paced": (10.0, 10.0), "history": [10, 1000], "samples": 5}
+FULL = {
+    "sizes": {100: 3, 500: 3},
+    "paced": (10.0, 15.0),
+    "history": [10, 1000, 10000],
+    "samples": 8,
+    "tekton": {"n": 50, "repeats": 2, "paced": (2.0, 30.0)},
+}
+QUICK = {
+    "sizes": {100: 2},
+    "paced": (10.0, 10.0),
+    "history": [10, 1000],
+    "samples": 5,
+    "tekton": {"n": 20, "repeats": 1, "paced": None},
+}
 
 
 def format_table(figures: Figures) -> str:
@@ -52,6 +65,13 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         await memory.run(plan["history"], plan["samples"], figures, history)
         details.setdefault("machine", history.pop("machine", None))
         details["history"] = history
+    if args.only in (None, "tekton"):
+        real = plan["tekton"]
+        details["tekton"] = []
+        for i in range(real["repeats"]):
+            print(f"real Tekton burst N={real['n']} run {i + 1}/{real['repeats']}", flush=True)
+            details["tekton"].append(await tekton_e2e.measure(figures, details, real["n"], real["paced"]))
+            save_partial(args.out, figures, details)
     details["seconds"] = round(time.monotonic() - began, 1)
     return {"machine": details.pop("machine", None), "figures": figures.to_json(), **details, "table": figures}
 
@@ -64,7 +84,7 @@ def save_partial(out: Path, figures: Figures, details: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (a few minutes)")
-    parser.add_argument("--only", choices=["throughput", "history"])
+    parser.add_argument("--only", choices=["throughput", "history", "tekton"])
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     results = asyncio.run(run_suite(args))

@@ -262,8 +262,9 @@ def build_routing_probe(history: int) -> Callable[[], object]:
     from kubernaut.audit.memory import MemoryAuditSink
     from kubernaut.config import parse_settings
     from kubernaut.controllers import orchestrator
-    from kubernaut.controllers.kinds import RR_KIND, WFE_KIND
+    from kubernaut.controllers.kinds import NAMESPACE_KIND, RR_KIND, WFE_KIND
     from kubernaut.controllers.manager import Manager
+    from kubernaut.domain.gates import MANAGED_LABEL
     from kubernaut.domain.routing import RoutingStage
 
     settings = parse_settings(
@@ -276,6 +277,8 @@ def build_routing_probe(history: int) -> Callable[[], object]:
     # The routing step reads only the caches: no client is needed.
     manager = Manager(client=None, settings=settings, audit=MemoryAuditSink())  # type: ignore[arg-type]
     probe_target = orchestrator.setup(manager)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {MANAGED_LABEL: "true"}}}
+    manager.dispatch(NAMESPACE_KIND.plural, "ADDED", namespace)  # opted in, as the live history's namespace is
     base = datetime.now(UTC) - timedelta(hours=2)
     version = 1000
     for i in range(history):
@@ -336,6 +339,8 @@ async def latency_after_start(plane: BenchPlane, client: AsyncClient, restarts: 
 
 
 async def run(sizes: list[int], samples: int, figures: Figures, details: dict[str, Any]) -> None:
+    for size in (sizes[0], sizes[-1]):
+        figures.add(f"routing decision time ({size} historical)", "ms", routing_decision_seconds(size) * 1000)
     with tempfile.TemporaryDirectory(prefix="kubernaut-bench-history-") as tmp:
         plane = BenchPlane(Path(tmp))
         await asyncio.to_thread(plane.start)
@@ -388,8 +393,6 @@ async def run(sizes: list[int], samples: int, figures: Figures, details: dict[st
             if tekton is not None:
                 await asyncio.to_thread(tekton.stop)
             await asyncio.to_thread(plane.stop)
-    for size in (sizes[0], sizes[-1]):
-        figures.add(f"routing decision time ({size} historical)", "ms", routing_decision_seconds(size) * 1000)
 
 
 async def main(args: argparse.Namespace) -> None:
