@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ async def run_burst(
     timeline = Timeline()
     watches = start_watches(client, RR_NS, timeline)
     await asyncio.sleep(0.5)
+    offset = plane.audit_offset()
     cpu = CpuMeter({**plane.pids(), **pids, "bench": os.getpid()})
     cpu.start()
     names = [f"rr-{i:05d}" for i in range(n)]
@@ -105,10 +107,18 @@ async def run_burst(
         if failed:
             raise RuntimeError(f"{len(failed)} requests did not complete: e.g. {list(failed.items())[:3]}")
         await wait_for(timeline, lambda: len(timeline.pr_deleted) >= n, 120, "locks released")
+        records = plane.read_audit(offset, await plane.settle_audit(quiet=1.5))
     finally:
         for task in watches:
             task.cancel()
-    return {"seconds": seconds, "durations": timeline.durations(), "cpu": cpu_shares(used, seconds)}
+    by_user = Counter(record.user for record in records)
+    return {
+        "requests_per_remediation": {user: round(count / n, 1) for user, count in by_user.most_common()},
+        "seconds": seconds,
+        "durations": timeline.durations(),
+        "spans": timeline.spans(),
+        "cpu": cpu_shares(used, seconds),
+    }
 
 
 async def measure(
@@ -129,9 +139,16 @@ async def measure(
             figures.add(f"real Tekton remediations/s (burst N={n})", "1/s", n / burst["seconds"])
             figures.add(f"real Tekton RR created -> Completed p50 (burst N={n})", "s", percentile(durations, 0.5))
             figures.add(f"real Tekton RR created -> Completed p99 (burst N={n})", "s", percentile(durations, 0.99))
+            for span, values in burst["spans"].items():
+                figures.add(f"real Tekton {span} p50 (burst N={n})", "s", percentile(values, 0.5))
             for group, share in burst["cpu"].items():
                 figures.add(f"real Tekton CPU share of {group} (burst N={n})", "cores", share["machine_share"])
-            run: dict[str, Any] = {"n": n, "seconds": round(burst["seconds"], 2), "cpu": burst["cpu"]}
+            run: dict[str, Any] = {
+                "n": n,
+                "seconds": round(burst["seconds"], 2),
+                "cpu": burst["cpu"],
+                "requests_per_remediation": burst["requests_per_remediation"],
+            }
             if paced is not None:
                 rate, seconds = paced
                 paced_durations = (await run_paced(client, rate, seconds, f"e2e-{time.time_ns()}", bundle)).durations()

@@ -95,6 +95,7 @@ class Timeline:
     rr_done: dict[str, float] = field(default_factory=dict)
     rr_phase: dict[str, str] = field(default_factory=dict)
     pr_added: dict[str, float] = field(default_factory=dict)
+    pr_done: dict[str, float] = field(default_factory=dict)
     pr_deleted: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -105,6 +106,15 @@ class Timeline:
     def durations(self) -> list[float]:
         """RR created -> RR finished."""
         return [self.rr_done[n] - self.rr_added[n] for n in self.rr_done if n in self.rr_added]
+
+    def spans(self) -> dict[str, list[float]]:
+        """Each finished request's time split where its PipelineRun appeared and where it finished."""
+        names = [n for n in self.rr_done if n in self.rr_added and n in self.pr_added and n in self.pr_done]
+        return {
+            "RR created -> PipelineRun created": [self.pr_added[n] - self.rr_added[n] for n in names],
+            "PipelineRun created -> finished": [self.pr_done[n] - self.pr_added[n] for n in names],
+            "PipelineRun finished -> RR Completed": [self.rr_done[n] - self.pr_done[n] for n in names],
+        }
 
 
 async def _watch(client: AsyncClient, resource: Any, namespace: str, on_event: Any) -> None:
@@ -135,6 +145,9 @@ def start_watches(client: AsyncClient, rr_namespace: str, timeline: Timeline) ->
             return
         name = wfe[3:]
         timeline.pr_added.setdefault(name, time.monotonic())
+        conditions = (body.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Succeeded" and c.get("status") in ("True", "False") for c in conditions):
+            timeline.pr_done.setdefault(name, time.monotonic())
         if event == "DELETED":
             timeline.pr_deleted.add(name)
             timeline.changed.set()
