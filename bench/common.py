@@ -30,6 +30,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubernaut.devcluster.certs import issue_client_cert
 from kubernaut.devcluster.controlplane import ControlPlane, free_port
@@ -405,6 +406,16 @@ class Controllers:
                 return
             await asyncio.sleep(0.1)
         raise TimeoutError("controllers not ready")
+
+    async def metric(self, name: str) -> float:
+        """The sum of a metric's samples as the controllers expose it now (0 when absent)."""
+        text = await asyncio.to_thread(_http_text, f"{self.metrics_url}/metrics")
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
+
+
+def _http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def _http_ok(url: str) -> bool:

@@ -449,6 +449,7 @@ async def measure(
             figures.add(f"controller requests / minimum writes (N={n})", "ratio", per_rr / MINIMUM_WRITES)
             figures.add(f"RR created -> PipelineRun created p50 (burst N={n})", "s", percentile(latencies, 0.5))
             figures.add(f"RR created -> PipelineRun created p99 (burst N={n})", "s", percentile(latencies, 0.99))
+            throttled = await controllers.metric("kubernaut_client_throttle_seconds_total")
             run: dict[str, Any] = {
                 "n": n,
                 "baseline_seconds": round(baseline.seconds, 3),
@@ -458,6 +459,7 @@ async def measure(
                 "tekton_requests_per_remediation": format_requests(system.others[TEKTON_USER], n),
                 "baseline_cpu_seconds": baseline.cpu,
                 "system_cpu_seconds": system.cpu,
+                "client_throttle_seconds": round(throttled, 2),
             }
             if paced is not None:
                 rate, seconds = paced

@@ -1,5 +1,5 @@
 """A fake API server holding one object: merge patches with the resourceVersion precondition (409 on
-a stale one) and reads, as lightkube's AsyncClient answers them."""
+a stale one) and reads, as lightkube's AsyncClient answers them; other objects are created and kept."""
 
 import copy
 import json
@@ -48,6 +48,7 @@ class FakeApi:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = copy.deepcopy(body)
         self.status_patches: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
 
     def bump(self) -> None:
         meta = self.body["metadata"]
@@ -61,6 +62,12 @@ class FakeApi:
         self.body["status"] = merge(self.body.get("status") or {}, body["status"])
         self.bump()
         return Wire(self.body)
+
+    async def create(self, obj: Any) -> Wire:
+        body = copy.deepcopy(obj.to_dict())
+        body["metadata"] = {**body["metadata"], "uid": f"uid-{len(self.created)}", "resourceVersion": "1"}
+        self.created.append(body)
+        return Wire(body)
 
     async def get(self, _resource: Any, _name: str, **_: Any) -> Wire:
         return Wire(self.body)

@@ -35,15 +35,18 @@ class GatewayApi(FakeApi):
 
 
 class RepeatDuringPass:
-    """An audit sink whose record (between the pass's read and its write) lets the gateway count a
-    repeat, delivered to the cache as the watch would."""
+    """An audit sink whose first record (between the pass's read and its write) lets the gateway count
+    a repeat, delivered to the cache as the watch would."""
 
     def __init__(self, api: GatewayApi, manager: Manager) -> None:
         self.api = api
         self.manager = manager
+        self.counted = False
 
     async def record(self, _event: AuditEvent) -> None:
-        self.manager.dispatch(RR_KIND.plural, "MODIFIED", self.api.count_repeat())
+        if not self.counted:
+            self.counted = True
+            self.manager.dispatch(RR_KIND.plural, "MODIFIED", self.api.count_repeat())
 
 
 def build_rr(status: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +65,7 @@ def build_rr(status: dict[str, Any]) -> dict[str, Any]:
             "signalName": "KubePodCrashLooping",
             "severity": "critical",
             "targetResource": {"kind": "Deployment", "name": "api", "namespace": NS},
+            "workflowRef": {"workflowId": "restart", "version": "1.0.0", "containerImage": "registry/restart:1"},
         },
         "status": status,
     }
@@ -99,7 +103,8 @@ async def test_a_count_raised_between_read_and_write_is_kept(status: dict[str, A
     await ro.reconcile(KEY)
 
     stored = api.body["status"]
-    assert stored["overallPhase"] == ("Pending" if "overallPhase" not in status else "Analyzing")
+    assert stored["overallPhase"] == "Executing"  # each phase that goes on at once, in one write
+    assert [c["kind"] for c in api.created] == ["WorkflowExecution"]
     assert stored["deduplication"]["occurrenceCount"] == 2
     assert stored["deduplication"]["lastSeenAt"] == "2026-05-01T12:00:05Z"
     # the first write met the gateway's version (409), the retry went through on the fresh one
@@ -150,5 +155,5 @@ async def test_a_transition_whose_write_failed_is_written_again_not_decided_afre
     assert [e.event_type for e in audit.events] == recorded  # nothing recorded twice
     first, second = api.status_patches
     assert second == first  # the same change, written again
-    assert api.body["status"]["overallPhase"] == "Analyzing"
-    assert api.body["status"]["transitionCount"] == 2
+    assert api.body["status"]["overallPhase"] == "Executing"
+    assert api.body["status"]["transitionCount"] == 3

@@ -181,6 +181,48 @@ def test_a_duplicate_pending_request_is_blocked_and_counted_after_the_write() ->
     assert transition.requeue == timedelta(seconds=30)
 
 
+def test_a_new_request_goes_on_through_pending_and_writes_once_where_it_waits() -> None:
+    rr = make_rr()
+    started = tr.plan(rr, History(requests=[rr]), NOW, POLICY)
+    assert tr.goes_on_at_once(started)
+    step = tr.advanced(rr, started)
+    assert rr.status.overall_phase is None  # the request as read is left as it was
+    routed = tr.plan(step, History(requests=[rr]), NOW, POLICY)
+    assert tr.goes_on_at_once(routed)
+    carried = tr.carried_into(tr.carried_into(tr.IDLE, started), routed)
+
+    assert carried.status is not None
+    assert carried.status.overall_phase == RemediationPhase.ANALYZING
+    assert carried.status.transition_count == 2
+    assert carried.status.start_time == NOW
+    assert event_types(carried) == ["orchestrator.lifecycle.started", "orchestrator.phase.transitioned"]
+    assert [e.event_id for e in carried.events] == [e.event_id for e in (*started.events, *routed.events)]
+    assert counted(carried.counts_after_write) == [moved("Pending", "Analyzing")]
+
+
+def test_a_block_or_a_child_ends_what_goes_on_at_once() -> None:
+    original = make_rr("rr-0", status={"overallPhase": "Executing"}, created=NOW - timedelta(minutes=9))
+    pending = make_rr(status={"overallPhase": "Pending", "startTime": NOW, "transitionCount": 1})
+    blocked = tr.plan(pending, History(requests=[original, pending]), NOW, POLICY)
+    analyzing = make_rr(
+        status={"overallPhase": "Analyzing", "startTime": NOW, "transitionCount": 2}, workflow_ref=WORKFLOW_REF
+    )
+    executing = tr.plan(analyzing, History(requests=[analyzing]), NOW, POLICY)
+    assert executing.execution is not None
+    assert not tr.goes_on_at_once(blocked)
+    assert not tr.goes_on_at_once(executing)
+    assert not tr.goes_on_at_once(tr.IDLE)
+
+
+def test_a_plan_that_writes_nothing_after_one_that_went_on_writes_the_first() -> None:
+    rr = make_rr()
+    started = tr.plan(rr, History(requests=[rr]), NOW, POLICY)
+    carried = tr.carried_into(started, tr.IDLE)
+    assert carried.status == started.status
+    assert event_types(carried) == ["orchestrator.lifecycle.started"]
+    assert carried.requeue is None  # the next plan already said it waits
+
+
 def test_the_first_consecutive_failures_block_of_a_streak_asks_for_a_review() -> None:
     failed = [
         make_rr(

@@ -344,31 +344,43 @@ class Orchestrator:
         if unwritten is not None and unwritten.applies_to(rr):
             return await self._write_transition(rr, unwritten)
         now = self.clock()
-        history = CachedHistory(self, rr)
-        match tr.reads_for(rr, now, self.timeouts):
-            case tr.Reads.TARGET:
-                # Workers route concurrently: without the lock two requests for one target could both
-                # find it free and both create an execution, and the one losing the PipelineRun race
-                # would fail. The clock is read again once held: an execution may have finished during
-                # the wait, and a decision from before it would see that completion in the future.
-                # Held until the execution exists (and is in the cache, where the next decision on
-                # the target, or under the rate limits, sees it); the audit and the status write of
-                # the transition need neither lock.
-                self._deciding.add(rr.key)
-                try:
-                    async with self._target_lock(history.target), self._slots.taken(rr.metadata.namespace):
-                        now = self.clock()
-                        transition = await self._create_child(rr, tr.plan(rr, history, now, self.policy), now)
-                    return await self._record_and_write(rr, transition)
-                finally:
-                    self._deciding.discard(rr.key)
-            case tr.Reads.EXECUTION:
-                await self._read_execution(rr, tr.execution_name(rr))
-            case tr.Reads.METRICS:
-                query = tr.metric_query(rr, history)
-                if query:
-                    history.metric = await check_query(self.effectiveness.prometheus_url, query)
-        return await self._apply(rr, tr.plan(rr, history, now, self.policy), now)
+        step, carried = rr, tr.IDLE  # the request as this pass has moved it, and the moves not written
+        while True:
+            history = CachedHistory(self, step)
+            match tr.reads_for(step, now, self.timeouts):
+                case tr.Reads.TARGET:
+                    return await self._decide_on_target(rr, step, carried, history)
+                case tr.Reads.EXECUTION:
+                    await self._read_execution(step, tr.execution_name(step))
+                case tr.Reads.METRICS:
+                    query = tr.metric_query(step, history)
+                    if query:
+                        history.metric = await check_query(self.effectiveness.prometheus_url, query)
+            transition = tr.plan(step, history, now, self.policy)
+            if not tr.goes_on_at_once(transition):
+                transition = await self._create_child(step, transition, now)
+                return await self._record_and_write(rr, tr.carried_into(carried, transition))
+            step, carried = tr.advanced(step, transition), tr.carried_into(carried, transition)
+
+    async def _decide_on_target(
+        self, rr: RemediationRequest, step: RemediationRequest, carried: tr.Transition, history: "CachedHistory"
+    ) -> Result:
+        """Plan and create the execution holding the target's routing lock and a creation slot.
+
+        Workers route concurrently: without the lock two requests for one target could both find it
+        free and both create an execution, and the one losing the PipelineRun race would fail. The
+        clock is read once held: an execution may have finished during the wait, and a decision from
+        before it would see that completion in the future. Held until the execution exists (and is in
+        the cache, where the next decision on the target, or under the rate limits, sees it); the
+        audit and the status write of the transition need neither lock."""
+        self._deciding.add(rr.key)
+        try:
+            async with self._target_lock(history.target), self._slots.taken(rr.metadata.namespace):
+                now = self.clock()
+                transition = await self._create_child(step, tr.plan(step, history, now, self.policy), now)
+            return await self._record_and_write(rr, tr.carried_into(carried, transition))
+        finally:
+            self._deciding.discard(rr.key)
 
     def _target_lock(self, target: str) -> asyncio.Lock:
         """One routing decision per target at a time; a lock lives while someone holds it."""
@@ -382,14 +394,10 @@ class Orchestrator:
         if self.wfes.get(f"{rr.metadata.namespace}/{name}") is None:
             await self._fetch_execution(rr, name)
 
-    async def _apply(self, rr: RemediationRequest, transition: tr.Transition, now: datetime) -> Result:
-        """Perform a planned transition: the execution first (the transition to Executing is true only
-        once it exists), then the audit events, the notification, the status write (audit before the
-        write: a retried transition records the same events again, deduplicated), then the counts."""
-        return await self._record_and_write(rr, await self._create_child(rr, transition, now))
-
     async def _record_and_write(self, rr: RemediationRequest, transition: tr.Transition) -> Result:
-        """The rest of a transition once its execution exists: approval, notices, audit, status."""
+        """The rest of a transition once its execution exists: the approval, notices, audit events and
+        notification, then the status write against `rr` as read (audit before the write: a retried
+        transition records the same events again, deduplicated), then the counts."""
         if transition.approval is not None:
             await self._create_approval(transition.approval.manifest)
         if transition.approval_record is not None:

@@ -229,6 +229,42 @@ class Transition:
 IDLE = Transition()
 
 
+def goes_on_at_once(transition: Transition) -> bool:
+    """A transition that writes nothing but the status and asks to be planned again at once (a new
+    request's start, Pending passing its routing): the same pass plans the next one from its status
+    and writes once for both, so a request reaches its first wait in one status write."""
+    return (
+        transition.status is not None
+        and transition.requeue == AT_ONCE
+        and transition.execution is None
+        and transition.approval is None
+        and transition.approval_record is None
+        and transition.dry_run is None
+        and transition.notification is None
+        and not transition.notices
+        and not transition.terminal
+    )
+
+
+def advanced(rr: RemediationRequest, transition: Transition) -> RemediationRequest:
+    """The request as the next plan of the same pass reads it: with the transition's status."""
+    return rr.model_copy(update={"status": transition.status}) if transition.status is not None else rr
+
+
+def carried_into(first: Transition, then: Transition) -> Transition:
+    """`then`, planned from the status of a `first` that went on at once: the events and counts of
+    both, and one status write (then's, or first's when then writes none)."""
+    if first is IDLE:
+        return then
+    return replace(
+        then,
+        status=then.status if then.status is not None else first.status,
+        events=(*first.events, *then.events),
+        counts_before_write=(*first.counts_before_write, *then.counts_before_write),
+        counts_after_write=(*first.counts_after_write, *then.counts_after_write),
+    )
+
+
 # -- building blocks ----------------------------------------------------------------------------------
 
 
