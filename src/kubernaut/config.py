@@ -285,14 +285,14 @@ class ClientConfig(Section):
 
     client-go's defaults (QPS 5 / burst 10 for a rest.Config, 20 / 30 in controller-runtime) are
     sized for a controller's trickle. Here one process runs up to three controllers with 32 workers
-    each, and a remediation costs about 12 requests: the orchestrator and executor in one process
-    reach some 155 requests a second on the benchmark (docs/performance.md, 12.5 remediations/s), so
-    a limit of 50 would become the system's bottleneck. 200 a second stays above that and still
-    bounds a runaway loop; a burst of 400 (two seconds' worth) lets a start's LISTs and watches and
+    each, and a remediation costs about 10 requests: the orchestrator and executor in one process
+    reach some 240 requests a second on a 2-core benchmark (docs/performance.md, 24 remediations/s),
+    so a limit of 200 would become the system's bottleneck. 500 a second stays above that and still
+    bounds a runaway loop; a burst of 1000 (two seconds' worth) lets a start's LISTs and watches and
     a storm of alerts go out at once. API Priority and Fairness still applies on the server."""
 
-    qps: float = Field(default=200.0, gt=0, allow_inf_nan=False, description="Sustained requests a second.")
-    burst: int = Field(default=400, ge=1, description="Requests allowed at once above the sustained rate.")
+    qps: float = Field(default=500.0, gt=0, allow_inf_nan=False, description="Sustained requests a second.")
+    burst: int = Field(default=1000, ge=1, description="Requests allowed at once above the sustained rate.")
 
     @field_validator("qps", "burst", mode="before")
     @classmethod

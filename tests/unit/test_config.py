@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert settings.routing.policy() == RoutingPolicy()
     assert settings.timeouts.policy() == TimeoutPolicy()
     assert settings.manager.resync_period == timedelta(seconds=30)
-    assert (settings.client.qps, settings.client.burst) == (200, 400)
+    assert (settings.client.qps, settings.client.burst) == (500, 1000)
     assert settings.effectiveness.window == timedelta(minutes=10)
     assert settings.effectiveness.prometheus_url == ""
     assert settings.routing_policy().ineffective_chain_threshold == 3

@@ -5,8 +5,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import AsyncClient, KubeConfig
 from lightkube.codecs import load_all_yaml
+from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
@@ -16,6 +18,12 @@ from kubernaut.kube.credentials import resolve_exec
 from kubernaut.kube.ratelimit import TokenBucket, limit_requests
 
 FIELD_MANAGER = "kubernaut"
+# One pool for the requests and the watch streams, every connection of it kept open. httpx keeps
+# only 20 idle of its 100 by default: under load every connection above 20 was closed after its
+# request and the next one paid a new TLS handshake (on both sides), and each request scans the
+# whole pool, a readability check per idle connection. 48 holds every watch stream of a process
+# (about a dozen) and three dozen requests in flight; a request beyond that waits for a connection.
+POOL = httpx.Limits(max_connections=48, max_keepalive_connections=48)
 
 
 def make_client(
@@ -26,7 +34,11 @@ def make_client(
     With `rate_limit`, every request it sends takes a token of that bucket first."""
     config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
     config, token_auth = resolve_exec(config)
-    client = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+    single = config.get()
+    transport = httpx.AsyncHTTPTransport(
+        verify=verify_cluster(single.cluster, single.user, single.abs_file), limits=POOL
+    )
+    client = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout, transport=transport)
     if token_auth is not None:
         client._client._client.auth = token_auth  # the httpx client under lightkube's
     if rate_limit is not None:
