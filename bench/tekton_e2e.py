@@ -33,7 +33,6 @@ from lightkube.resources.core_v1 import ServiceAccount
 
 from bench.common import (
     BenchPlane,
-    CpuMeter,
     Figures,
     describe_machine,
     fetch_apiserver_version,
@@ -41,7 +40,7 @@ from bench.common import (
     prepare_cluster,
     start_controllers,
 )
-from bench.throughput import EXEC_NS, PACED_NS, RR_NS, Timeline, create_rrs, run_paced, start_watches, wait_for
+from bench.throughput import EXEC_NS, PACED_NS, RR_NS, run_burst, run_paced
 from kubernaut.devcluster.binaries import build_tekton_binaries
 from kubernaut.devcluster.bundles import SAMPLE_PREFIX, build_pipeline, local_image, parse_sample
 from kubernaut.devcluster.registry import push_bundle, start_registry
@@ -87,37 +86,19 @@ def cpu_shares(cpu: dict[str, float], seconds: float) -> dict[str, dict[str, flo
     return shares
 
 
-async def run_burst(
+async def measure_burst(
     plane: BenchPlane, client: AsyncClient, n: int, bundle: str, pids: dict[str, int]
 ) -> dict[str, Any]:
-    timeline = Timeline()
-    watches = start_watches(client, RR_NS, timeline)
-    await asyncio.sleep(0.5)
-    offset = plane.audit_offset()
-    cpu = CpuMeter({**plane.pids(), **pids, "bench": os.getpid()})
-    cpu.start()
-    names = [f"rr-{i:05d}" for i in range(n)]
-    started = time.monotonic()
-    try:
-        await create_rrs(client, names, RR_NS, f"e2e-{time.time_ns()}", bundle=bundle)
-        await wait_for(timeline, lambda: len(timeline.rr_done) >= n, 120 + n * 2, "requests Completed")
-        seconds = max(timeline.rr_done.values()) - started
-        used = cpu.stop()
-        failed = {name: phase for name, phase in timeline.rr_phase.items() if phase != "Completed"}
-        if failed:
-            raise RuntimeError(f"{len(failed)} requests did not complete: e.g. {list(failed.items())[:3]}")
-        await wait_for(timeline, lambda: len(timeline.pr_deleted) >= n, 120, "locks released")
-        records = plane.read_audit(offset, await plane.settle_audit(quiet=1.5))
-    finally:
-        for task in watches:
-            task.cancel()
-    by_user = Counter(record.user for record in records)
+    burst = await run_burst(
+        plane, client, n, RR_NS, f"e2e-{time.time_ns()}", pids, bundle=bundle, seconds_per_request=2
+    )
+    by_user = Counter(record.user for record in burst.records)
     return {
         "requests_per_remediation": {user: round(count / n, 1) for user, count in by_user.most_common()},
-        "seconds": seconds,
-        "durations": timeline.durations(),
-        "spans": timeline.spans(),
-        "cpu": cpu_shares(used, seconds),
+        "seconds": burst.seconds,
+        "durations": burst.timeline.durations(),
+        "spans": burst.timeline.spans(),
+        "cpu": cpu_shares(burst.cpu, burst.seconds),
     }
 
 
@@ -134,7 +115,7 @@ async def measure(
             details.setdefault("machine", describe_machine(await fetch_apiserver_version(plane)))
             controllers = start_controllers(plane, EXEC_NS)
             await controllers.wait_ready()
-            burst = await run_burst(plane, client, n, bundle, {"controllers": controllers.process.pid})
+            burst = await measure_burst(plane, client, n, bundle, {"controllers": controllers.process.pid})
             durations = burst["durations"]
             figures.add(f"real Tekton remediations/s (burst N={n})", "1/s", n / burst["seconds"])
             figures.add(f"real Tekton RR created -> Completed p50 (burst N={n})", "s", percentile(durations, 0.5))

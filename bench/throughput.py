@@ -44,6 +44,7 @@ from bench.common import (
     BUNDLE,
     CONTROLLERS_USER,
     TEKTON_USER,
+    AuditRecord,
     BenchPlane,
     CpuMeter,
     Figures,
@@ -356,33 +357,62 @@ async def delete_baseline(client: AsyncClient) -> None:
 # -- the system --------------------------------------------------------------------------------------
 
 
-async def run_system(
-    plane: BenchPlane, client: AsyncClient, n: int, seed: str, pids: dict[str, int], rr_namespace: str = RR_NS
-) -> RunResult:
+@dataclass(frozen=True)
+class Burst:
+    timeline: Timeline
+    seconds: float  # first request created to the last one Completed
+    cpu: dict[str, float]  # CPU seconds per process over those seconds
+    records: list[AuditRecord]  # the API server's audit records until the locks were released
+
+
+async def run_burst(
+    plane: BenchPlane,
+    client: AsyncClient,
+    n: int,
+    namespace: str,
+    seed: str,
+    pids: dict[str, int],
+    *,
+    bundle: str = BUNDLE,
+    seconds_per_request: float = 0.5,
+) -> Burst:
+    """n requests created at once, timed as the bench's own watch sees them complete, then their
+    locks released: those requests belong to the remediation too."""
     timeline = Timeline()
-    watches = start_watches(client, rr_namespace, timeline)
-    await asyncio.sleep(0.5)
-    offset = plane.audit_offset()
-    cpu = CpuMeter({**plane.pids(), **pids, "bench": os.getpid()})
-    cpu.start()
-    names = [f"rr-{i:05d}" for i in range(n)]
-    started = time.monotonic()
-    await create_rrs(client, names, rr_namespace, seed)
-    await wait_for(timeline, lambda: len(timeline.rr_done) >= n, 120 + n * 0.5, "requests Completed")
-    seconds = max(timeline.rr_done.values()) - started
-    cpu_used = cpu.stop()
-    failed = [name for name, phase in timeline.rr_phase.items() if phase != "Completed"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} requests did not complete: e.g. {failed[:3]}")
-    # The locks are released one cooldown later; their requests belong to the remediation too.
-    await wait_for(timeline, lambda: len(timeline.pr_deleted) >= n, 60, "locks released")
-    end = await plane.settle_audit(quiet=1.5)
-    records = plane.read_audit(offset, end)
-    for task in watches:
-        task.cancel()
-    others = {user: count_requests(records, user) for user in (TEKTON_USER,)}
+    watches = start_watches(client, namespace, timeline)
+    try:
+        await asyncio.sleep(0.5)
+        offset = plane.audit_offset()
+        cpu = CpuMeter({**plane.pids(), **pids, "bench": os.getpid()})
+        cpu.start()
+        started = time.monotonic()
+        await create_rrs(client, [f"rr-{i:05d}" for i in range(n)], namespace, seed, bundle=bundle)
+        timeout = 120 + n * seconds_per_request
+        await wait_for(timeline, lambda: len(timeline.rr_done) >= n, timeout, "requests Completed")
+        seconds = max(timeline.rr_done.values()) - started
+        used = cpu.stop()
+        failed = {name: phase for name, phase in timeline.rr_phase.items() if phase != "Completed"}
+        if failed:
+            raise RuntimeError(f"{len(failed)} requests did not complete: e.g. {list(failed.items())[:3]}")
+        await wait_for(timeline, lambda: len(timeline.pr_deleted) >= n, 120, "locks released")
+        records = plane.read_audit(offset, await plane.settle_audit(quiet=1.5))
+    finally:
+        for task in watches:
+            task.cancel()
+    return Burst(timeline, seconds, used, records)
+
+
+async def run_system(plane: BenchPlane, client: AsyncClient, n: int, seed: str, pids: dict[str, int]) -> RunResult:
+    burst = await run_burst(plane, client, n, RR_NS, seed, pids)
+    others = {user: count_requests(burst.records, user) for user in (TEKTON_USER,)}
     return RunResult(
-        n, seconds, n / seconds, timeline.latencies(), count_requests(records, CONTROLLERS_USER), others, cpu_used
+        n,
+        burst.seconds,
+        n / burst.seconds,
+        burst.timeline.latencies(),
+        count_requests(burst.records, CONTROLLERS_USER),
+        others,
+        burst.cpu,
     )
 
 

@@ -79,7 +79,7 @@ async def test_kill_at_every_crash_point_of_one_remediation(
                 stored = {event.event_id for event in await read_audit(audit_db)}
                 if hit == "orchestrator.execution-created":
                     assert await get_or_none(kube, WorkflowExecutionResource, "we-rr-1", namespace) is not None
-                    assert rr.get("overallPhase") == "Analyzing", rr
+                    assert rr.get("overallPhase") is None, "the pass writes its status once the execution exists"
                 elif hit == "executor.pipelinerun-created":
                     assert pr is not None
                     assert wfe.get("phase") in (None, "", "Pending"), wfe
