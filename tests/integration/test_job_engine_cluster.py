@@ -106,7 +106,17 @@ async def test_a_job_past_its_deadline_fails_the_execution_as_deadline_exceeded(
     job = (await kube.get(JobResource, lock, namespace=exec_ns)).to_dict()
     failed = failure_condition(job)
     print(f"real Job controller deadline -> Job {failed}; failureDetails: {status['failureDetails']}")
-    assert (failed["status"], failed["reason"]) == ("True", "DeadlineExceeded")
     details = status["failureDetails"]
-    assert (details["reason"], details["message"]) == ("DeadlineExceeded", failed["message"])
+    assert details["reason"] == "DeadlineExceeded"
+    # The Job controller says DeadlineExceeded, or BackoffLimitExceeded when the sync that reached the
+    # deadline deleted the pod before its expectations were met (and the next one counted it failed).
+    if failed["reason"] == "DeadlineExceeded":
+        assert details["message"] == failed["message"]
+    else:
+        assert failed["reason"] == "BackoffLimitExceeded"
+        assert (
+            details["message"]
+            == f"Job was active longer than its deadline of 2s (the Job controller said: {failed['message']})"
+        )
+    assert "exitCode" not in details
     assert details["wasExecutionFailure"] is True

@@ -325,6 +325,33 @@ def test_deadline_exceeded_after_the_pod_is_gone_may_have_run() -> None:
     assert seen.failure.was_execution_failure is True
 
 
+@pytest.mark.parametrize("pods", [[], [pod(RUNNING, phase="Running", deletionTimestamp="2025-12-15T10:04:00Z")]])
+def test_backoff_limit_reported_past_the_deadline_without_an_error_is_deadline_exceeded(
+    pods: list[dict[str, Any]],
+) -> None:
+    """The sync that reached the deadline deleted the pod without a condition; the next counted it failed."""
+    body = job(("FailureTarget", *BACKOFF), failed=1, terminating=len(pods))
+    body["spec"] = {"activeDeadlineSeconds": 240}
+    seen = observe(body, *pods)
+    assert seen.failure is not None
+    assert (seen.failure.reason, seen.failure.exit_code) == (FailureReason.DEADLINE_EXCEEDED, None)
+    assert seen.failure.message == (
+        "Job was active longer than its deadline of 240s "
+        "(the Job controller said: Job has reached the specified backoff limit)"
+    )
+
+
+@pytest.mark.parametrize(("deadline", "state"), [(241, RUNNING), (240, terminated(1, "Error"))])
+def test_backoff_limit_before_the_deadline_or_with_an_error_is_task_failed(
+    deadline: int, state: dict[str, Any]
+) -> None:
+    body = job(("FailureTarget", *BACKOFF), failed=1)
+    body["spec"] = {"activeDeadlineSeconds": deadline}
+    seen = observe(body, pod(state, phase="Failed"))
+    assert seen.failure is not None
+    assert seen.failure.reason is FailureReason.TASK_FAILED
+
+
 def test_deadline_exceeded_before_the_image_was_pulled_did_not_execute() -> None:
     waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
     seen = observe(job(("FailureTarget", *DEADLINE), terminating=1), pod(waiting, phase="Pending"))

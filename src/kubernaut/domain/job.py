@@ -168,7 +168,14 @@ def observe_job(
     failed = _true_condition(job, "Failed", "FailureTarget")
     if failed is not None:
         failure = build_job_failure(
-            name, failed, own, start_time=start_time, now=now, workflow_id=workflow_id, target=target
+            name,
+            failed,
+            own,
+            start_time=start_time,
+            now=now,
+            workflow_id=workflow_id,
+            target=target,
+            past_deadline=_ran_past_deadline(job, failed),
         )
         return RunObservation(RunOutcome.FAILED, _summary("False", failed), failure=failure)
     for pod in own:
@@ -198,6 +205,16 @@ def observe_job(
     return RunObservation(RunOutcome.RUNNING, _summary("Unknown", None), message=message)
 
 
+def _ran_past_deadline(job: Mapping[str, Any], condition: Mapping[str, Any]) -> int | None:
+    """The Job's activeDeadlineSeconds if it failed once it had been active that long."""
+    deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    started = parse_time((job.get("status") or {}).get("startTime"))
+    failed = parse_time(condition.get("lastTransitionTime"))
+    if not isinstance(deadline, int) or started is None or failed is None:
+        return None
+    return deadline if (failed - started).total_seconds() >= deadline else None
+
+
 def build_job_failure(
     name: str,
     condition: Mapping[str, Any],
@@ -207,8 +224,15 @@ def build_job_failure(
     now: datetime,
     workflow_id: str,
     target: str,
+    past_deadline: int | None = None,
 ) -> FailureDetails:
-    """Failure details of a failed Job, in the shape a PipelineRun's have (the Job is task 0)."""
+    """Failure details of a failed Job, in the shape a PipelineRun's have (the Job is task 0).
+
+    A Job whose deadline passed can report BackoffLimitExceeded: when the sync that reaches the
+    deadline deletes the running pod before the controller's expectations are met, it records no
+    condition, and the next sync counts the deleted pod as failed, which the backoff limit checks
+    first. A Job that failed past its deadline with no container ended by an error failed at its
+    deadline."""
     job_reason = str(condition.get("reason") or "")
     job_message = str(condition.get("message") or "") or job_reason
     containers = [_container_status(pod) for pod in pods]
@@ -220,15 +244,20 @@ def build_job_failure(
     terminated = _terminated(failing)
     exit_code = _exit_code(terminated)
     container_reason = str((terminated or {}).get("reason") or "")
+    message = job_message
     if job_reason == "DeadlineExceeded":
         reason = FailureReason.DEADLINE_EXCEEDED
+    elif past_deadline is not None and not exit_code and container_reason != "OOMKilled":
+        reason = FailureReason.DEADLINE_EXCEEDED
+        message = (
+            f"Job was active longer than its deadline of {past_deadline}s (the Job controller said: {job_message})"
+        )
     elif container_reason == "OOMKilled" or exit_code == _OOM_EXIT_CODE:
         reason = FailureReason.OOM_KILLED
     elif terminated is not None or job_reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
         reason = FailureReason.TASK_FAILED
     else:
         reason = FailureReason.UNKNOWN
-    message = job_message
     if terminated is not None:
         message += f"; container {CONTAINER} exited with code {exit_code}" + (
             f" ({container_reason})" if container_reason else ""
