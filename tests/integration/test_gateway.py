@@ -157,6 +157,39 @@ async def test_a_new_firing_episode_folds_into_the_active_request(
     assert rrs[0]["status"]["deduplication"]["occurrenceCount"] == 2
 
 
+async def test_a_resolution_after_its_last_repeat_resolves_whatever_the_order_of_arrival(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, kube: AsyncClient, namespace: str
+) -> None:
+    """Alertmanager's last firing notice can reach the gateway after the alert's endsAt, and a
+    firing notice can be delivered again after the resolution: neither means it fired again."""
+    server = await start_gateway()
+    labels = {"alertname": "Disk", "node": "worker-2"}
+    now = datetime.now(UTC)
+    began = rfc3339(now - timedelta(minutes=1))
+    await post(http, server, one_alert(labels, began))
+    await post(http, server, one_alert(labels, began))  # heard after the endsAt below
+    resolved = one_alert(labels, began, status="resolved")
+    resolved["alerts"][0]["endsAt"] = rfc3339(now - timedelta(seconds=5))
+    assert len((await post(http, server, resolved))[1]["resolved"]) == 1
+    [rr] = await list_rrs(kube, namespace)
+    dedup = rr["status"]["deduplication"]
+    assert dedup["occurrenceCount"] == 2
+    assert rr["metadata"]["annotations"][RESOLVED_ANNOTATION] == dedup["lastSeenAt"]
+
+    status, _ = await post(http, server, one_alert(labels, began))  # delivered again after the resolution
+    assert status == 200
+    [after] = await list_rrs(kube, namespace)
+    assert after["status"]["deduplication"] == dedup
+
+    await post(http, server, one_alert(labels, rfc3339(now + timedelta(seconds=2))))  # fired again
+    [refired] = await list_rrs(kube, namespace)
+    assert refired["status"]["deduplication"]["occurrenceCount"] == 3
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 async def test_concurrent_deliveries_to_two_replicas_never_double(
     start_gateway: StartGateway, kube: AsyncClient, namespace: str
 ) -> None:
@@ -233,9 +266,10 @@ async def test_resolved_alert_is_recorded_never_created(
     assert len(rrs) == 2
     marked = [rr for rr in rrs if RESOLVED_ANNOTATION in rr["metadata"].get("annotations", {})]
     assert [rr["spec"]["signalFingerprint"] for rr in marked] == [resolved_signal.fingerprint]
-    assert marked[0]["metadata"]["annotations"][RESOLVED_ANNOTATION] == resolved_signal.ends_at.strftime(  # type: ignore[union-attr]
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    # the fixture's endsAt is long past: the resolution is not older than the repeat heard before it
+    ends_at = resolved_signal.ends_at.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[union-attr]
+    last_seen = marked[0]["status"]["deduplication"]["lastSeenAt"]
+    assert marked[0]["metadata"]["annotations"][RESOLVED_ANNOTATION] == max(ends_at, last_seen)
 
 
 def _wrong_type_payload() -> dict[str, Any]:

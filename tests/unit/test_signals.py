@@ -3,7 +3,7 @@
 import copy
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from kubernaut.domain.signals import (
     decide_deduplication,
     decide_severity,
     decide_target,
+    is_late_notice,
     parse_alertmanager_payload,
     parse_time,
 )
@@ -308,3 +309,32 @@ def test_resolved_patch_uses_ends_at_or_now() -> None:
     no_end = copy.deepcopy(resolved)
     object.__setattr__(no_end, "ends_at", None)
     assert build_resolved_patch(no_end, T0)["metadata"]["annotations"][RESOLVED_ANNOTATION] == "2026-01-02T03:04:05Z"
+
+
+def test_resolved_patch_is_not_older_than_the_last_repeat_heard() -> None:
+    resolved = parse_alertmanager_payload(load("alertmanager_resolved.json"), max_alerts=10).signals[0]
+    assert resolved.ends_at is not None
+    later = {"lastSeenAt": (resolved.ends_at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    earlier = {"lastSeenAt": "2000-01-01T00:00:00Z"}
+    assert (
+        build_resolved_patch(resolved, T0, later)["metadata"]["annotations"][RESOLVED_ANNOTATION] == later["lastSeenAt"]
+    )
+    assert build_resolved_patch(resolved, T0, earlier) == build_resolved_patch(resolved, T0)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "starts_at", "late"),
+    [
+        pytest.param({}, T0, False, id="not-resolved"),
+        pytest.param({RESOLVED_ANNOTATION: "2026-01-02T03:04:05Z"}, T0 - timedelta(minutes=5), True, id="same-episode"),
+        pytest.param({RESOLVED_ANNOTATION: "2026-01-02T03:04:05Z"}, T0, True, id="started-at-the-resolution"),
+        pytest.param(
+            {RESOLVED_ANNOTATION: "2026-01-02T03:04:05Z"}, T0 + timedelta(milliseconds=200), False, id="new-episode"
+        ),
+        pytest.param({RESOLVED_ANNOTATION: "yesterday"}, T0, False, id="unreadable-resolution"),
+    ],
+)
+def test_a_firing_notice_of_the_resolved_episode_is_late(
+    annotations: dict[str, str], starts_at: datetime, late: bool
+) -> None:
+    assert is_late_notice(annotations, starts_at) is late

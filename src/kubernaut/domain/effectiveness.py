@@ -1,9 +1,9 @@
 """Did the remediation work? The Verifying phase's decision, from what the gateway recorded.
 
 Pure: the gateway annotates a request when its alert resolves (`kubernaut.ai/signal-resolved-at`,
-the alert's endsAt) and raises `status.deduplication.lastSeenAt` on every repeat of it. The alert
-is resolved when the newest resolution is not older than the newest repeat: a repeat after it
-means the alert fired again.
+the alert's endsAt, or the last repeat heard before the resolution if later) and raises
+`status.deduplication.lastSeenAt` on every repeat of it. The alert is resolved when the newest
+resolution is not older than the newest repeat: a repeat after it means the alert fired again.
 """
 
 from collections.abc import Sequence

@@ -344,9 +344,30 @@ def build_remediation_request(signal: Signal, *, name: str, namespace: str) -> d
     }
 
 
-def build_resolved_patch(signal: Signal, now: datetime) -> dict[str, Any]:
-    """Annotation recording that the alert resolved (its endsAt, or when we heard of it)."""
-    return {"metadata": {"annotations": {RESOLVED_ANNOTATION: _wire(signal.ends_at or now)}}}
+def build_resolved_patch(
+    signal: Signal, now: datetime, deduplication: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Annotation recording that the alert resolved: its endsAt (or when we heard of it), raised to
+    the last repeat counted on the request (`deduplication`, its wire form). Alertmanager notifies
+    a group in order, so every firing notice heard before this one came before the resolution,
+    even one that arrived after the endsAt; only a repeat after the recorded time fires again."""
+    resolved = signal.ends_at or now
+    last_seen = _wire_time((deduplication or {}).get("lastSeenAt"))
+    if last_seen is not None and last_seen > resolved:
+        resolved = last_seen
+    return {"metadata": {"annotations": {RESOLVED_ANNOTATION: _wire(resolved)}}}
+
+
+def is_late_notice(annotations: Mapping[str, str], starts_at: datetime) -> bool:
+    """A firing notice of the alert episode whose resolution the request already records (it
+    started no later than that resolution): sent while it still fired and delivered after its
+    resolution, so not a repeat. A repeat would read as the alert firing again."""
+    raw = annotations.get(RESOLVED_ANNOTATION, "")
+    try:
+        resolved = parse_time(raw) if raw else None
+    except ValueError:
+        return False
+    return resolved is not None and starts_at <= resolved
 
 
 def _wire(value: datetime) -> str:

@@ -27,6 +27,7 @@ from kubernaut.domain.signals import (
     build_remediation_request,
     build_resolved_patch,
     decide_deduplication,
+    is_late_notice,
     parse_time,
 )
 from kubernaut.kube.api import create_idempotent, get_object, kube_errors, patch_if_current, patch_status_if_current
@@ -107,7 +108,7 @@ class RemediationIntake:
             for _ in range(MAX_CONFLICT_RETRIES):
                 active = await self._find_active(signal.fingerprint)
                 if active is not None:
-                    if await self._deduplicate(signal.fingerprint, active):
+                    if await self._deduplicate(signal, active):
                         return IntakeOutcome("deduplicated", active["metadata"]["name"])
                     self._latest.pop(signal.fingerprint, None)
                     continue
@@ -131,7 +132,7 @@ class RemediationIntake:
                     RemediationRequestResource,
                     name,
                     self._namespace,
-                    build_resolved_patch(signal, self._clock()),
+                    build_resolved_patch(signal, self._clock(), (chosen.get("status") or {}).get("deduplication")),
                     resource_version=None,  # an annotation of its own: whatever changed meanwhile does not matter
                 )
             except NotFound:
@@ -167,12 +168,15 @@ class RemediationIntake:
         active = [b for b in await self._list(fingerprint) if self._folds(b)]
         return active[0] if active else None
 
-    async def _deduplicate(self, fingerprint: str, body: Body) -> bool:
+    async def _deduplicate(self, signal: Signal, body: Body) -> bool:
         """One more occurrence on `body`; False when it is gone or no longer active."""
         name = body["metadata"]["name"]
         for _ in range(MAX_CONFLICT_RETRIES):
             if not self._folds(body):
                 return False
+            if is_late_notice(body["metadata"].get("annotations") or {}, signal.starts_at):
+                log.debug("Late firing notice of a resolved alert on RemediationRequest %s/%s", self._namespace, name)
+                return True
             status = body.get("status") or {}
             dedup = decide_deduplication(status.get("deduplication"), _created_at(body), self._clock())
             try:
@@ -192,7 +196,7 @@ class RemediationIntake:
                     return False
                 body = fresh
                 continue
-            self._remember(fingerprint, updated)
+            self._remember(signal.fingerprint, updated)
             log.debug("Deduplicated signal into RemediationRequest %s/%s", self._namespace, name)
             return True
         raise RuntimeError(f"RemediationRequest {name}: gave up after {MAX_CONFLICT_RETRIES} conflicts")
@@ -209,7 +213,7 @@ class RemediationIntake:
             created, new = await create_idempotent(self._client, RemediationRequestResource(body))
             if not new:  # taken: `created` is the request holding the name
                 if self._folds(created):
-                    if await self._deduplicate(signal.fingerprint, created):
+                    if await self._deduplicate(signal, created):
                         return IntakeOutcome("deduplicated", name)
                     return None
                 continue
