@@ -14,7 +14,7 @@ from enum import StrEnum
 from kubernaut.api.v1alpha1.remediationrequest import Assessment, BlockReason, Effectiveness, RemediationRequest
 from kubernaut.api.v1alpha1.remediationworkflow import RemediationWorkflow, WorkflowVerification
 from kubernaut.domain.duration import format_go_duration, parse_go_duration
-from kubernaut.domain.signals import RESOLVED_ANNOTATION, SOURCE, parse_time
+from kubernaut.domain.signals import SOURCE, recorded_resolution
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,7 @@ def _utc(moment: datetime) -> datetime:
 
 def find_resolution(rr: RemediationRequest) -> datetime | None:
     """When the alert resolved, or None while it is firing (never resolved, or repeated since)."""
-    raw = rr.metadata.annotations.get(RESOLVED_ANNOTATION, "")
-    try:
-        resolved = parse_time(raw) if raw else None
-    except ValueError:
-        return None
+    resolved = recorded_resolution(rr.metadata.annotations)
     if resolved is None:
         return None
     dedup = rr.status.deduplication

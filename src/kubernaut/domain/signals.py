@@ -358,15 +358,16 @@ def build_resolved_patch(
     return {"metadata": {"annotations": {RESOLVED_ANNOTATION: _wire(resolved)}}}
 
 
+def recorded_resolution(annotations: Mapping[str, str]) -> datetime | None:
+    """The resolution the gateway recorded on a request (None when absent or unreadable)."""
+    return _wire_time(annotations.get(RESOLVED_ANNOTATION))
+
+
 def is_late_notice(annotations: Mapping[str, str], starts_at: datetime) -> bool:
     """A firing notice of the alert episode whose resolution the request already records (it
     started no later than that resolution): sent while it still fired and delivered after its
     resolution, so not a repeat. A repeat would read as the alert firing again."""
-    raw = annotations.get(RESOLVED_ANNOTATION, "")
-    try:
-        resolved = parse_time(raw) if raw else None
-    except ValueError:
-        return False
+    resolved = recorded_resolution(annotations)
     return resolved is not None and starts_at <= resolved
 
 
